@@ -1,0 +1,53 @@
+"""Backends run kernels.  The contract is small (see Backend below), so a new device is one file.
+
+Device names: "numpy" (alias "cpu"), the default; "cl" (aliases "opencl", "gpu").
+MINIGRAD_DEVICE picks the default device for new tensors.
+"""
+import os
+
+ALIASES = {"numpy": "numpy", "cpu": "numpy", "np": "numpy", "cl": "cl", "opencl": "cl", "gpu": "cl"}
+_backends = {}
+
+
+class Backend:
+    """What a device must provide.  Buffers are flat arrays of one dtype; a View says how to read them."""
+    name = "?"
+
+    def allocate(self, size: int, dtype):            # an uninitialized buffer of `size` elements
+        raise NotImplementedError
+
+    def copy_in(self, array):                        # a new buffer holding a numpy array's values
+        raise NotImplementedError
+
+    def write(self, buffer, array):                  # overwrite a buffer with a numpy array's values
+        raise NotImplementedError
+
+    def copy_out(self, buffer, view, dtype):         # a numpy array of view.shape read through the view
+        raise NotImplementedError
+
+    def run(self, kernel, out, inputs):              # compute kernel.ast into `out`
+        raise NotImplementedError
+
+    def synchronize(self):                           # wait for queued work (for timing)
+        pass
+
+
+def canonical_device(device) -> str:
+    if device is None:
+        device = os.environ.get("MINIGRAD_DEVICE", "numpy")
+    name = str(device).lower().split(":")[0]
+    if name not in ALIASES:
+        raise ValueError(f"unknown device {device!r}; choose 'numpy' (the CPU) or 'cl' (OpenCL)")
+    return ALIASES[name]
+
+
+def get_backend(device: str) -> Backend:
+    device = canonical_device(device)
+    if device not in _backends:
+        if device == "numpy":
+            from .numpy_backend import NumpyBackend
+            _backends[device] = NumpyBackend()
+        else:
+            from .opencl import OpenCLBackend
+            _backends[device] = OpenCLBackend()
+    return _backends[device]

@@ -1,0 +1,123 @@
+"""The NumPy backend: a table from primitive op to numpy function, plus a small runner.
+
+A kernel's expression tree is evaluated bottom-up with vectorized numpy calls; the root
+writes straight into the output buffer (`out=`), and matmul goes to BLAS via np.matmul.
+"""
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from ..kernel import Const, Load, Op
+from ..ops import BinaryOps, LoadOps, ReduceOps, SpecialOps, TernaryOps, UnaryOps
+from . import Backend
+
+
+def erf(x: np.ndarray, out=None) -> np.ndarray:
+    """erf by Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7): numpy has no erf."""
+    sign = np.sign(x)
+    a = np.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    result = sign * (1.0 - poly * np.exp(-a * a))
+    if out is not None:
+        out[...] = result
+        return out
+    return result.astype(x.dtype, copy=False)
+
+
+UFUNCS = {
+    UnaryOps.NEG: np.negative, UnaryOps.EXP: np.exp, UnaryOps.LOG: np.log, UnaryOps.SQRT: np.sqrt,
+    UnaryOps.RECIPROCAL: np.reciprocal, UnaryOps.ERF: erf,
+    BinaryOps.ADD: np.add, BinaryOps.SUB: np.subtract, BinaryOps.MUL: np.multiply, BinaryOps.DIV: np.divide,
+    BinaryOps.MAX: np.maximum, BinaryOps.CMPLT: np.less, BinaryOps.CMPEQ: np.equal,
+}
+REDUCERS = {ReduceOps.SUM: np.add.reduce, ReduceOps.MAX: np.maximum.reduce}
+
+
+def read(buffer: np.ndarray, view, dtype=None) -> np.ndarray:
+    """The numpy array a View describes: a strided window on the buffer, no copy unless padded."""
+    if view.size == 0:
+        return np.zeros(view.shape, buffer.dtype)
+    if view.mask is None:
+        item = buffer.itemsize
+        return as_strided(buffer[view.offset:], view.shape, tuple(s * item for s in view.strides), writeable=False)
+    out = np.zeros(view.shape, buffer.dtype)
+    inside = tuple(slice(start, end) for start, end in view.mask)
+    if all(end > start for start, end in view.mask):
+        out[inside] = read(buffer, view.unmasked())
+    return out
+
+
+class NumpyBackend(Backend):
+    name = "numpy"
+
+    def allocate(self, size, dtype):
+        return np.empty(size, dtype)
+
+    def copy_in(self, array):
+        return np.array(array, copy=True, order="C").reshape(-1)
+
+    def write(self, buffer, array):
+        buffer[...] = np.asarray(array).reshape(-1)
+
+    def copy_out(self, buffer, view, dtype):
+        return np.array(read(buffer, view), dtype=dtype, copy=True)
+
+    def run(self, kernel, out, inputs):
+        root = kernel.ast
+        out = out.reshape(kernel.output.shape)
+        if isinstance(root, (Load, Const)):        # a plain copy or fill
+            out[...] = self._eval(root, inputs)
+            return
+        op = root.op
+        if isinstance(op, ReduceOps):
+            REDUCERS[op](self._eval(root.srcs[0], inputs), axis=root.arg, keepdims=True, out=out)
+        elif op is SpecialOps.MATMUL:
+            np.matmul(self._eval(root.srcs[0], inputs), self._eval(root.srcs[1], inputs), out=out)
+        elif op is SpecialOps.GATHER:
+            table, index = self._eval(root.srcs[0], inputs), self._eval(root.srcs[1], inputs)
+            _check_index(index, table.shape[0])
+            np.take(table, index, axis=0, out=out)
+        elif op is SpecialOps.SCATTER_ADD:
+            rows, index = self._eval(root.srcs[0], inputs), self._eval(root.srcs[1], inputs)
+            _check_index(index, root.arg)
+            out[...] = 0
+            np.add.at(out, index.reshape(-1), rows.reshape((-1,) + out.shape[1:]))
+        elif op is LoadOps.RAND:
+            seed, counter, distribution = root.arg
+            rng = np.random.default_rng((seed, counter))
+            if distribution == 1:
+                rng.standard_normal(out.shape, dtype=out.dtype, out=out)
+            else:
+                rng.random(out.shape, dtype=out.dtype, out=out)
+        else:
+            self._eval(root, inputs, out=out)
+
+    def _eval(self, node, inputs, out=None):
+        """Evaluate an expression tree bottom-up (the scheduler caps its depth)."""
+        if isinstance(node, Load):
+            return read(inputs[node.index], node.view)
+        if isinstance(node, Const):
+            return np.array(node.value, dtype=node.dtype)
+        values = [self._eval(s, inputs) for s in node.srcs]
+        op = node.op
+        with np.errstate(all="ignore"):
+            if op is UnaryOps.CAST:
+                result = values[0].astype(node.dtype)
+            elif op is TernaryOps.WHERE:
+                result = np.where(values[0], values[1], values[2])
+            else:
+                fn = UFUNCS[op]
+                if out is not None and out.shape == node.shape:
+                    return fn(*values, out=out)
+                result = fn(*values)
+        if out is not None:
+            out[...] = result
+            return out
+        return result
+
+
+def _check_index(index: np.ndarray, num_rows: int) -> None:
+    if index.size and (index.min() < 0 or index.max() >= num_rows):
+        bad = index[(index < 0) | (index >= num_rows)]
+        raise IndexError(f"index {int(bad.flat[0])} is out of range for a table of {num_rows} rows "
+                         f"(valid: 0..{num_rows - 1})")

@@ -1,0 +1,44 @@
+"""Switches for looking inside the engine: DEBUG levels and anomaly mode.
+
+DEBUG=1  one line per realize: how many kernels ran and how long they took
+DEBUG=2  one line per kernel: the ops it fused, its shapes and its time
+DEBUG=3  as 2, plus each generated kernel's source (OpenCL)
+NAN=1    anomaly mode from the start (or use `with minigrad.detect_anomaly():`)
+"""
+import contextlib
+import os
+import traceback
+
+DEBUG = int(os.environ.get("DEBUG", "0") or 0)
+_anomaly = [os.environ.get("NAN", "0") not in ("", "0")]
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def set_debug(level: int) -> None:
+    global DEBUG
+    DEBUG = int(level)
+
+
+def anomaly_enabled() -> bool:
+    return _anomaly[0]
+
+
+@contextlib.contextmanager
+def detect_anomaly(enabled: bool = True):
+    """Inside this block every op runs as its own kernel, and the first one whose output
+    holds a NaN (or an inf made from finite inputs) raises, naming the op, its shapes and
+    the line of your code that created it.  Slow: meant for hunting a NaN, not training."""
+    previous = _anomaly[0]
+    _anomaly[0] = enabled
+    try:
+        yield
+    finally:
+        _anomaly[0] = previous
+
+
+def user_frame() -> str:
+    """'file:line in function' of the innermost caller outside the minigrad package."""
+    for frame in reversed(traceback.extract_stack()):
+        if not os.path.abspath(frame.filename).startswith(_PACKAGE_DIR):
+            return f"{frame.filename}:{frame.lineno} in {frame.name}"
+    return "<unknown>"

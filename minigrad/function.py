@@ -1,0 +1,301 @@
+"""The differentiable primitives.  Each one is a small class: `forward` builds the lazy
+result from its inputs' LazyBuffers, `backward` turns the gradient of the output into
+gradients of the inputs (the chain rule, written next to the forward it undoes).
+
+Everything else a Tensor can do is composed from these in tensor.py, so it gets its
+gradient for free.
+"""
+import math
+from typing import Optional, Tuple
+
+from .lazy import LazyBuffer
+from .ops import BinaryOps, MovementOps, ReduceOps, SpecialOps, TernaryOps, UnaryOps, LoadOps
+
+
+def const_like(lb: LazyBuffer, value) -> LazyBuffer:
+    return LazyBuffer.const(value, lb.shape, lb.dtype, lb.device)
+
+
+class Function:
+    def __init__(self, *tensors):
+        self.needs_input_grad = [t.requires_grad for t in tensors]
+        self.requires_grad = any(self.needs_input_grad)
+        self.parents = tensors if self.requires_grad else ()
+
+    def forward(self, *args, **kwargs) -> LazyBuffer:
+        raise NotImplementedError
+
+    def backward(self, grad: LazyBuffer):
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *tensors, **kwargs):
+        from .tensor import Tensor
+        ctx = cls(*tensors)
+        if not Tensor.grad_enabled:
+            ctx.requires_grad, ctx.parents = False, ()
+        out = Tensor(ctx.forward(*[t.lazydata for t in tensors], **kwargs), requires_grad=ctx.requires_grad)
+        if ctx.requires_grad:
+            out._ctx = ctx
+        return out
+
+
+# ---- unary ---------------------------------------------------------------------------
+class Neg(Function):
+    def forward(self, x):
+        return x.elementwise(UnaryOps.NEG)
+
+    def backward(self, grad):
+        return grad.elementwise(UnaryOps.NEG)
+
+
+class Exp(Function):
+    def forward(self, x):
+        self.out = x.elementwise(UnaryOps.EXP)
+        return self.out
+
+    def backward(self, grad):                      # d/dx e^x = e^x
+        return grad.elementwise(BinaryOps.MUL, self.out)
+
+
+class Log(Function):
+    def forward(self, x):
+        self.x = x
+        return x.elementwise(UnaryOps.LOG)
+
+    def backward(self, grad):                      # d/dx log x = 1/x
+        return grad.elementwise(BinaryOps.DIV, self.x)
+
+
+class Sqrt(Function):
+    def forward(self, x):
+        self.out = x.elementwise(UnaryOps.SQRT)
+        return self.out
+
+    def backward(self, grad):                      # d/dx sqrt x = 1 / (2 sqrt x)
+        return grad.elementwise(BinaryOps.DIV, self.out.elementwise(BinaryOps.MUL, const_like(self.out, 2)))
+
+
+class Reciprocal(Function):
+    def forward(self, x):
+        self.out = x.elementwise(UnaryOps.RECIPROCAL)
+        return self.out
+
+    def backward(self, grad):                      # d/dx 1/x = -1/x^2
+        return grad.elementwise(BinaryOps.MUL, self.out).elementwise(BinaryOps.MUL, self.out).elementwise(UnaryOps.NEG)
+
+
+class Erf(Function):
+    def forward(self, x):
+        self.x = x
+        return x.elementwise(UnaryOps.ERF)
+
+    def backward(self, grad):                      # d/dx erf x = 2/sqrt(pi) e^(-x^2)
+        x2 = self.x.elementwise(BinaryOps.MUL, self.x).elementwise(UnaryOps.NEG)
+        slope = x2.elementwise(UnaryOps.EXP).elementwise(BinaryOps.MUL, const_like(self.x, 2 / math.sqrt(math.pi)))
+        return grad.elementwise(BinaryOps.MUL, slope)
+
+
+class Relu(Function):
+    def forward(self, x):
+        self.out = x.elementwise(BinaryOps.MAX, const_like(x, 0))
+        return self.out
+
+    def backward(self, grad):                      # passes the gradient where x > 0
+        positive = const_like(self.out, 0).elementwise(BinaryOps.CMPLT, self.out)
+        return positive.elementwise(TernaryOps.WHERE, grad, const_like(grad, 0))
+
+
+class Cast(Function):
+    def forward(self, x, dtype):
+        self.input_dtype = x.dtype
+        return x.elementwise(UnaryOps.CAST, arg=dtype)
+
+    def backward(self, grad):
+        return grad.elementwise(UnaryOps.CAST, arg=self.input_dtype)
+
+
+class Contiguous(Function):
+    def forward(self, x):
+        return x.contiguous()
+
+    def backward(self, grad):
+        return grad
+
+
+# ---- binary --------------------------------------------------------------------------
+class Add(Function):
+    def forward(self, x, y):
+        return x.elementwise(BinaryOps.ADD, y)
+
+    def backward(self, grad):
+        return grad, grad
+
+
+class Sub(Function):
+    def forward(self, x, y):
+        return x.elementwise(BinaryOps.SUB, y)
+
+    def backward(self, grad):
+        return grad, (grad.elementwise(UnaryOps.NEG) if self.needs_input_grad[1] else None)
+
+
+class Mul(Function):
+    def forward(self, x, y):
+        self.x, self.y = x, y
+        return x.elementwise(BinaryOps.MUL, y)
+
+    def backward(self, grad):                      # d(xy) = y dx + x dy
+        return (grad.elementwise(BinaryOps.MUL, self.y) if self.needs_input_grad[0] else None,
+                grad.elementwise(BinaryOps.MUL, self.x) if self.needs_input_grad[1] else None)
+
+
+class Div(Function):
+    def forward(self, x, y):
+        self.x, self.y = x, y
+        return x.elementwise(BinaryOps.DIV, y)
+
+    def backward(self, grad):                      # d(x/y) = dx / y - x dy / y^2
+        dx = grad.elementwise(BinaryOps.DIV, self.y) if self.needs_input_grad[0] else None
+        dy = None
+        if self.needs_input_grad[1]:
+            y2 = self.y.elementwise(BinaryOps.MUL, self.y)
+            dy = grad.elementwise(BinaryOps.MUL, self.x).elementwise(BinaryOps.DIV, y2).elementwise(UnaryOps.NEG)
+        return dx, dy
+
+
+class Maximum(Function):
+    def forward(self, x, y):
+        self.x, self.y = x, y
+        return x.elementwise(BinaryOps.MAX, y)
+
+    def backward(self, grad):
+        """The gradient goes to the larger input; on a tie it is split in half (as PyTorch does)."""
+        x_wins = self.y.elementwise(BinaryOps.CMPLT, self.x)
+        tie = self.x.elementwise(BinaryOps.CMPEQ, self.y)
+        half = grad.elementwise(BinaryOps.MUL, const_like(grad, 0.5))
+        zero = const_like(grad, 0)
+        to_x = x_wins.elementwise(TernaryOps.WHERE, grad, tie.elementwise(TernaryOps.WHERE, half, zero))
+        y_wins = self.x.elementwise(BinaryOps.CMPLT, self.y)
+        to_y = y_wins.elementwise(TernaryOps.WHERE, grad, tie.elementwise(TernaryOps.WHERE, half, zero))
+        return to_x, to_y
+
+
+class Less(Function):
+    def forward(self, x, y):
+        return x.elementwise(BinaryOps.CMPLT, y)
+
+
+class Equal(Function):
+    def forward(self, x, y):
+        return x.elementwise(BinaryOps.CMPEQ, y)
+
+
+class Where(Function):
+    def forward(self, cond, x, y):
+        self.cond = cond
+        return cond.elementwise(TernaryOps.WHERE, x, y)
+
+    def backward(self, grad):
+        zero = const_like(grad, 0)
+        return (None,
+                self.cond.elementwise(TernaryOps.WHERE, grad, zero) if self.needs_input_grad[1] else None,
+                self.cond.elementwise(TernaryOps.WHERE, zero, grad) if self.needs_input_grad[2] else None)
+
+
+# ---- reduce (the output keeps the reduced axes as size 1) -------------------------------
+class Sum(Function):
+    def forward(self, x, axes):
+        self.input_shape = x.shape
+        return x.reduce(ReduceOps.SUM, axes)
+
+    def backward(self, grad):                      # every input element got the same gradient
+        return grad.movement(MovementOps.EXPAND, self.input_shape)
+
+
+class Max(Function):
+    def forward(self, x, axes):
+        self.x, self.out = x, x.reduce(ReduceOps.MAX, axes)
+        self.axes = axes
+        return self.out
+
+    def backward(self, grad):
+        """The gradient is shared equally by the elements that reached the max."""
+        is_max = self.x.elementwise(BinaryOps.CMPEQ, self.out.movement(MovementOps.EXPAND, self.x.shape))
+        is_max = is_max.elementwise(UnaryOps.CAST, arg=grad.dtype)
+        count = is_max.reduce(ReduceOps.SUM, self.axes).movement(MovementOps.EXPAND, self.x.shape)
+        share = grad.movement(MovementOps.EXPAND, self.x.shape).elementwise(BinaryOps.DIV, count)
+        return is_max.elementwise(BinaryOps.MUL, share)
+
+
+# ---- movement: views, and their gradients are views or reductions ------------------------
+class Reshape(Function):
+    def forward(self, x, shape):
+        self.input_shape = x.shape
+        return x.movement(MovementOps.RESHAPE, shape)
+
+    def backward(self, grad):
+        return grad.movement(MovementOps.RESHAPE, self.input_shape)
+
+
+class Permute(Function):
+    def forward(self, x, order):
+        self.order = order
+        return x.movement(MovementOps.PERMUTE, order)
+
+    def backward(self, grad):
+        inverse = tuple(sorted(range(len(self.order)), key=lambda i: self.order[i]))
+        return grad.movement(MovementOps.PERMUTE, inverse)
+
+
+class Expand(Function):
+    def forward(self, x, shape):
+        self.input_shape = x.shape
+        return x.movement(MovementOps.EXPAND, shape)
+
+    def backward(self, grad):                      # a broadcast input collects the sum of its copies' gradients
+        axes = tuple(i for i, (a, b) in enumerate(zip(self.input_shape, grad.shape)) if a != b)
+        return grad.reduce(ReduceOps.SUM, axes) if axes else grad
+
+
+class Pad(Function):
+    def forward(self, x, padding):
+        self.bounds = tuple((before, before + n) for (before, _), n in zip(padding, x.shape))
+        return x.movement(MovementOps.PAD, padding)
+
+    def backward(self, grad):
+        return grad.movement(MovementOps.SHRINK, self.bounds)
+
+
+class Shrink(Function):
+    def forward(self, x, bounds):
+        self.padding = tuple((start, n - end) for (start, end), n in zip(bounds, x.shape))
+        return x.movement(MovementOps.SHRINK, bounds)
+
+    def backward(self, grad):
+        return grad.movement(MovementOps.PAD, self.padding)
+
+
+# ---- special ---------------------------------------------------------------------------
+def _transpose_last(lb: LazyBuffer) -> LazyBuffer:
+    order = tuple(range(len(lb.shape) - 2)) + (len(lb.shape) - 1, len(lb.shape) - 2)
+    return lb.movement(MovementOps.PERMUTE, order)
+
+
+class Matmul(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a.matmul(b)
+
+    def backward(self, grad):                      # dA = dC B^T,  dB = A^T dC
+        return (grad.matmul(_transpose_last(self.b)) if self.needs_input_grad[0] else None,
+                _transpose_last(self.a).matmul(grad) if self.needs_input_grad[1] else None)
+
+
+class Gather(Function):
+    def forward(self, table, index):
+        self.index, self.num_rows = index, table.shape[0]
+        return table.gather(index)
+
+    def backward(self, grad):                      # each picked row sends its gradient home
+        return grad.scatter_add(self.index, self.num_rows), None

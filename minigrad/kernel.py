@@ -1,0 +1,83 @@
+"""A Kernel is plain data: what one backend launch computes.
+
+Its `ast` is a small expression tree over three node types:
+  Load(i, view)   read kernel input i through a View
+  Const(value)    a number broadcast everywhere
+  Op(op, srcs)    an elementwise op, or at the root a reduce or special op
+Backends walk this tree: the NumPy backend calls one numpy function per Op, the
+OpenCL backend prints it as one line of C per Op.
+"""
+from dataclasses import dataclass, field
+from typing import Any, List, Tuple
+
+import numpy as np
+
+from .ops import ReduceOps, SpecialOps, LoadOps, is_elementwise
+from .view import View
+
+
+@dataclass(frozen=True)
+class Load:
+    index: int          # which of the kernel's inputs
+    view: View
+    dtype: np.dtype
+
+
+@dataclass(frozen=True)
+class Const:
+    value: Any
+    dtype: np.dtype
+
+
+@dataclass(frozen=True)
+class Op:
+    op: Any
+    srcs: Tuple[Any, ...]
+    arg: Any
+    dtype: np.dtype
+    shape: Tuple[int, ...]
+
+
+def walk(node):
+    """Every node of an expression tree, sources before the node that uses them."""
+    order, stack, seen = [], [(node, False)], set()
+    while stack:
+        n, expanded = stack.pop()
+        if expanded:
+            order.append(n)
+        elif id(n) not in seen:
+            seen.add(id(n))
+            stack.append((n, True))
+            for s in reversed(getattr(n, "srcs", ())):
+                stack.append((s, False))
+    return order
+
+
+@dataclass
+class Kernel:
+    output: Any            # the LazyBuffer (a base) this kernel fills
+    inputs: List[Any]      # the LazyBuffers (bases) it reads; Load.index points in here
+    ast: Any               # the expression tree; its root's shape is output.shape
+    time_s: float = field(default=0.0)
+
+    @property
+    def kind(self) -> str:
+        root = self.ast.op if isinstance(self.ast, Op) else None
+        if isinstance(root, ReduceOps):
+            return "reduce"
+        if isinstance(root, (SpecialOps, LoadOps)):
+            return root.name.lower()
+        return "elementwise"
+
+    def fused_ops(self) -> List[str]:
+        return [n.op.name.lower() for n in walk(self.ast) if isinstance(n, Op)]
+
+    def __repr__(self):
+        ins = ", ".join(f"{tuple(n.view.shape)}" for n in walk(self.ast) if isinstance(n, Load))
+        return (f"{self.kind:<11} {'+'.join(self.fused_ops()) or 'copy':<40} "
+                f"out {self.output.shape} {self.output.dtype}  in [{ins}]")
+
+
+def is_fusable(op) -> bool:
+    """Ops that may be inlined into their consumer's expression."""
+    return is_elementwise(op)

@@ -1,0 +1,145 @@
+"""Layers: Module (a container of parameters), Linear, Embedding, LayerNorm, Dropout."""
+import math
+from collections import OrderedDict
+from typing import Dict, Iterator, List, Tuple
+
+import numpy as np
+
+from .tensor import Tensor
+
+
+class Module:
+    """Holds Tensors with requires_grad (parameters) and sub-Modules as attributes;
+    names are found by walking attributes, lists and dicts, so no registration is needed."""
+    training = True
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError
+
+    def _children(self) -> Iterator[Tuple[str, object]]:
+        for name, value in vars(self).items():
+            if isinstance(value, (Tensor, Module)):
+                yield name, value
+            elif isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    if isinstance(item, (Tensor, Module)):
+                        yield f"{name}.{i}", item
+            elif isinstance(value, dict):
+                for key, item in value.items():
+                    if isinstance(item, (Tensor, Module)):
+                        yield f"{name}.{key}", item
+
+    def named_parameters(self, prefix: str = "") -> List[Tuple[str, Tensor]]:
+        """Every parameter with its dotted name ("blocks.0.attn.c_attn.weight"), each tensor once."""
+        out, seen = [], set()
+        stack = [(prefix, self)]
+        while stack:
+            name, obj = stack.pop(0)
+            if isinstance(obj, Tensor):
+                if obj.requires_grad and id(obj) not in seen:
+                    seen.add(id(obj))
+                    out.append((name, obj))
+                continue
+            for child_name, child in obj._children():
+                stack.append((f"{name}.{child_name}" if name else child_name, child))
+        return out
+
+    def parameters(self) -> List[Tensor]:
+        return [p for _, p in self.named_parameters()]
+
+    def modules(self) -> List["Module"]:
+        out, stack = [], [self]
+        while stack:
+            m = stack.pop()
+            out.append(m)
+            stack.extend(c for _, c in m._children() if isinstance(c, Module))
+        return out
+
+    def train(self, mode: bool = True) -> "Module":
+        for m in self.modules():
+            m.training = mode
+        return self
+
+    def eval(self) -> "Module":
+        return self.train(False)
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.grad = None
+
+    def state_dict(self) -> Dict[str, np.ndarray]:
+        return OrderedDict((name, p.numpy()) for name, p in self.named_parameters())
+
+    def load_state_dict(self, state: Dict[str, np.ndarray], strict: bool = True) -> None:
+        """Copy arrays into the parameters, checking every name and shape first."""
+        params = dict(self.named_parameters())
+        missing = [k for k in params if k not in state]
+        unexpected = [k for k in state if k not in params]
+        if strict and (missing or unexpected):
+            raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+        for name, p in params.items():
+            if name not in state:
+                continue
+            value = np.asarray(state[name])
+            if value.shape != p.shape:
+                raise ValueError(f"load_state_dict: {name} has shape {value.shape} in the state dict "
+                                 f"but {p.shape} in the model")
+        for name, p in params.items():
+            if name in state:
+                p.lazydata = Tensor(np.asarray(state[name]), dtype=p.dtype, device=p.device).lazydata
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+class Linear(Module):
+    """y = x W^T + b, W shaped (out_features, in_features) as in PyTorch, initialized uniform(+-1/sqrt(in))."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        bound = 1 / math.sqrt(in_features)
+        self.weight = Tensor.uniform(out_features, in_features, low=-bound, high=bound).realize()
+        self.weight.requires_grad = True
+        self.bias = None
+        if bias:
+            self.bias = Tensor.uniform(out_features, low=-bound, high=bound).realize()
+            self.bias.requires_grad = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.linear(self.weight, self.bias)
+
+
+class Embedding(Module):
+    """A (num_embeddings, dim) table; forward looks up rows by integer ids."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int):
+        self.weight = Tensor.randn(num_embeddings, embedding_dim).realize()
+        self.weight.requires_grad = True
+
+    def forward(self, idx: Tensor) -> Tensor:
+        return self.weight.gather(idx, axis=0)
+
+
+class LayerNorm(Module):
+    """Normalize over the last dimension, then scale by gamma (weight) and shift by beta (bias)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5, bias: bool = True):
+        self.eps = eps
+        self.weight = Tensor.ones(dim, requires_grad=True).realize()
+        self.bias = Tensor.zeros(dim, requires_grad=True).realize() if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = x.layernorm(-1, self.eps) * self.weight
+        return out + self.bias if self.bias is not None else out
+
+
+class Dropout(Module):
+    def __init__(self, p: float = 0.5):
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.dropout(self.p, training=self.training)

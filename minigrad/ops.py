@@ -1,0 +1,70 @@
+"""The primitive operations: the whole instruction set a backend must implement.
+
+Every Tensor method, however fancy (softmax, layernorm, cross-entropy), is built
+from these.  They are grouped in families because the scheduler treats each
+family differently: elementwise ops fuse into one kernel, a reduction absorbs the
+elementwise ops that feed it, movement ops never run at all (they only change a
+View), and the "special" ops (matmul, gather, scatter-add) get kernels of their own.
+"""
+from enum import Enum, auto
+
+
+class UnaryOps(Enum):
+    NEG = auto()
+    EXP = auto()
+    LOG = auto()
+    SQRT = auto()
+    RECIPROCAL = auto()
+    ERF = auto()      # for the exact GELU, 0.5 * x * (1 + erf(x / sqrt(2)))
+    CAST = auto()     # arg: the target dtype
+
+
+class BinaryOps(Enum):
+    ADD = auto()
+    SUB = auto()
+    MUL = auto()
+    DIV = auto()
+    MAX = auto()
+    CMPLT = auto()    # a < b, result is bool
+    CMPEQ = auto()    # a == b, result is bool
+
+
+class TernaryOps(Enum):
+    WHERE = auto()    # cond ? a : b
+
+
+class ReduceOps(Enum):
+    SUM = auto()
+    MAX = auto()
+
+
+class MovementOps(Enum):
+    """Only change how a buffer is read (a View); they never copy data."""
+    RESHAPE = auto()
+    PERMUTE = auto()
+    EXPAND = auto()
+    PAD = auto()
+    SHRINK = auto()
+
+
+class SpecialOps(Enum):
+    """Ops that are not elementwise and get a kernel of their own."""
+    MATMUL = auto()       # (..., M, K) @ (..., K, N): BLAS on the NumPy backend
+    GATHER = auto()       # table (N, D)[index (...)] -> (..., D): embedding lookup
+    SCATTER_ADD = auto()  # the gradient of GATHER: add rows of (..., D) into (N, D)
+
+
+class LoadOps(Enum):
+    """Where data comes from."""
+    BUFFER = auto()       # already in memory (copied from the host, or realized)
+    CONST = auto()        # one number, broadcast to any shape for free
+    RAND = auto()         # uniform [0, 1) numbers from a seed, made on demand
+    COPY = auto()         # bring a buffer over from another device
+    CONTIGUOUS = auto()   # force the source to be materialized in its own buffer
+
+
+ELEMENTWISE = (UnaryOps, BinaryOps, TernaryOps)
+
+
+def is_elementwise(op) -> bool:
+    return isinstance(op, ELEMENTWISE)

@@ -81,7 +81,7 @@ def _decide_materialized(order: List[LazyBuffer], targets) -> set:
             if isinstance(op, SpecialOps) or op is LoadOps.COPY:
                 materialize.add(id(b))                 # special ops read whole buffers
             elif b.op is LoadOps.CONST:
-                if src.view.mask is not None:
+                if src.view.mask is not None or isinstance(op, ReduceOps):
                     materialize.add(id(b))             # a padded constant is not a constant
             elif not _is_plain_reshape(src):
                 materialize.add(id(b))

@@ -1,0 +1,155 @@
+"""The OpenCL backend: kernels rendered to OpenCL C (opencl_render.py), compiled once per
+source, launched through pyopencl.  Buffers come from a pool, so a training step that
+repeats the same shapes allocates nothing new after the first step.
+
+Device choice: MINIGRAD_CL_DEVICE="gpu", "cpu", or a substring of a platform or device
+name (e.g. "pocl", "nvidia"); by default the first GPU found, else the first other device.
+"""
+import os
+import time
+from collections import defaultdict
+
+import numpy as np
+
+from .. import debug
+from ..kernel import Const, Load
+from . import Backend
+from .numpy_backend import _check_index, read
+from .opencl_render import render
+
+INSTALL_HINT = ("install an OpenCL driver: your GPU vendor's, or PoCL to run OpenCL on the CPU "
+                "(Debian/Ubuntu: apt-get install pocl-opencl-icd), and the Python binding: pip install pyopencl")
+
+
+class OpenCLUnavailable(RuntimeError):
+    pass
+
+
+def find_devices():
+    """All (platform, device) pairs pyopencl can see; raises OpenCLUnavailable with a fix."""
+    try:
+        import pyopencl as cl
+    except ImportError as e:
+        raise OpenCLUnavailable(f"pyopencl is not installed ({e}); {INSTALL_HINT}") from None
+    try:
+        platforms = cl.get_platforms()
+    except Exception as e:  # pyopencl raises LogicError/RuntimeError when no ICD is registered
+        raise OpenCLUnavailable(f"no OpenCL platform found ({e}); {INSTALL_HINT}") from None
+    pairs = [(p, d) for p in platforms for d in p.get_devices()]
+    if not pairs:
+        raise OpenCLUnavailable(f"OpenCL platforms exist but hold no devices; {INSTALL_HINT}")
+    return pairs
+
+
+def pick_device(pairs, wish=None):
+    import pyopencl as cl
+    wish = (wish if wish is not None else os.environ.get("MINIGRAD_CL_DEVICE", "")).lower()
+    if wish in ("gpu", "cpu"):
+        kind = cl.device_type.GPU if wish == "gpu" else cl.device_type.CPU
+        chosen = [pd for pd in pairs if pd[1].type & kind]
+        if not chosen:
+            raise OpenCLUnavailable(f"MINIGRAD_CL_DEVICE={wish} but no such device among "
+                                    f"{[d.name for _, d in pairs]}")
+        return chosen[0]
+    if wish:
+        chosen = [pd for pd in pairs if wish in pd[0].name.lower() or wish in pd[1].name.lower()]
+        if not chosen:
+            raise OpenCLUnavailable(f"MINIGRAD_CL_DEVICE={wish!r} matches none of "
+                                    f"{[(p.name, d.name) for p, d in pairs]}")
+        return chosen[0]
+    gpus = [pd for pd in pairs if pd[1].type & cl.device_type.GPU]
+    return (gpus or pairs)[0]
+
+
+class CLBuffer:
+    """A device buffer that goes back to its pool when the last reference to it dies."""
+    __slots__ = ("buf", "nbytes", "pool")
+
+    def __init__(self, buf, nbytes, pool):
+        self.buf, self.nbytes, self.pool = buf, nbytes, pool
+
+    def __del__(self):
+        try:
+            self.pool[self.nbytes].append(self.buf)
+        except Exception:
+            pass
+
+
+class OpenCLBackend(Backend):
+    name = "cl"
+
+    def __init__(self):
+        import pyopencl as cl
+        self.cl = cl
+        self.platform, self.device = pick_device(find_devices())
+        self.context = cl.Context([self.device])
+        self.queue = cl.CommandQueue(self.context)
+        self.pool = defaultdict(list)          # nbytes -> free cl.Buffers
+        self.programs = {}                     # source -> compiled kernel
+        self.max_group = self.device.max_work_group_size
+
+    def describe(self) -> str:
+        return f"{self.device.name.strip()} on {self.platform.name.strip()}"
+
+    # ---- memory ----------------------------------------------------------------------
+    def allocate(self, size, dtype):
+        nbytes = max(1, int(size)) * np.dtype(dtype).itemsize
+        free = self.pool[nbytes]
+        buf = free.pop() if free else self.cl.Buffer(self.context, self.cl.mem_flags.READ_WRITE, nbytes)
+        return CLBuffer(buf, nbytes, self.pool)
+
+    def copy_in(self, array):
+        array = np.ascontiguousarray(array)
+        buffer = self.allocate(array.size, array.dtype)
+        self.write(buffer, array)
+        return buffer
+
+    def write(self, buffer, array):
+        array = np.ascontiguousarray(array).reshape(-1)
+        if array.size:
+            self.cl.enqueue_copy(self.queue, buffer.buf, array, is_blocking=True)
+
+    def _host(self, buffer, dtype) -> np.ndarray:
+        host = np.empty(buffer.nbytes // np.dtype(dtype).itemsize, dtype)
+        self.cl.enqueue_copy(self.queue, host, buffer.buf, is_blocking=True)
+        return host
+
+    def copy_out(self, buffer, view, dtype):
+        return np.array(read(self._host(buffer, dtype), view), copy=True)
+
+    def synchronize(self):
+        self.queue.finish()
+
+    # ---- kernels ---------------------------------------------------------------------
+    def _compile(self, source: str):
+        kernel = self.programs.get(source)
+        if kernel is None:
+            program = self.cl.Program(self.context, source).build()
+            kernel = program.all_kernels()[0]
+            self.programs[source] = kernel
+        return kernel
+
+    def run(self, kernel, out, inputs):
+        root = kernel.ast
+        kind = kernel.kind
+        if kind == "rand":
+            seed, counter, distribution = root.arg
+            rng = np.random.default_rng((seed, counter))
+            shape, dtype = kernel.output.shape, kernel.output.dtype
+            values = rng.standard_normal(shape, dtype=dtype) if distribution == 1 else rng.random(shape, dtype=dtype)
+            self.write(out, values)
+            return
+        if kind in ("gather", "scatter_add"):          # check indices on the host: a bad one must not read wild memory
+            index_node = root.srcs[1]
+            index = read(self._host(inputs[index_node.index], index_node.dtype), index_node.view)
+            _check_index(index, root.srcs[0].view.shape[0] if kind == "gather" else root.arg)
+        input_dtypes = [b.dtype for b in kernel.inputs]
+        source, global_size, local_size = render(kernel, input_dtypes, name=f"{kind}_kernel")
+        if debug.DEBUG >= 3:
+            print(source)
+        program = self._compile(source)
+        t0 = time.perf_counter()
+        program(self.queue, global_size, local_size, out.buf, *[b.buf for b in inputs])
+        if debug.DEBUG >= 2:
+            self.queue.finish()
+            print(f"    cl launch global={global_size} local={local_size} {(time.perf_counter() - t0) * 1e3:.3f} ms")

@@ -1,0 +1,293 @@
+"""Turn a Kernel (kernel.py) into OpenCL C source.  Pure string work: no pyopencl here,
+so you can print the code a kernel becomes without any OpenCL installed.
+
+Each kernel kind has one template:
+  elementwise   one work item per output element; each Load turns its View into index
+                arithmetic (offset + sum(index_k * stride_k), guarded by the padding mask)
+  reduce        one work group per output element; work items stride over the reduced
+                elements, then combine their partial results in local memory
+  matmul        tiles of A and B staged in local memory; each work item accumulates a
+                WPT_M x WPT_N block of C in registers
+  gather        one work item per output element: out[i, d] = table[index[i], d]
+  scatter_add   one work item per table element (n, d): sum of rows i with index[i] == n
+"""
+import math
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+from ..kernel import Const, Load, Op, walk
+from ..ops import BinaryOps, ReduceOps, SpecialOps, TernaryOps, UnaryOps
+from ..view import View
+
+C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double", np.dtype(np.int32): "int",
+           np.dtype(np.int64): "long", np.dtype(np.bool_): "uchar"}
+
+UNARY = {UnaryOps.NEG: "(-{0})", UnaryOps.EXP: "exp({0})", UnaryOps.LOG: "log({0})", UnaryOps.SQRT: "sqrt({0})",
+         UnaryOps.RECIPROCAL: "((({t})1)/{0})", UnaryOps.ERF: "erf({0})"}
+BINARY = {BinaryOps.ADD: "({0}+{1})", BinaryOps.SUB: "({0}-{1})", BinaryOps.MUL: "({0}*{1})",
+          BinaryOps.DIV: "({0}/{1})", BinaryOps.CMPLT: "(({t})({0}<{1}))", BinaryOps.CMPEQ: "(({t})({0}=={1}))"}
+
+# matmul tile sizes: a work group of (TSN/WPTN) x (TSM/WPTM) = 16 x 16 items computes a 64 x 64 tile of C
+TSM, TSN, TSK, WPTM, WPTN = 64, 64, 16, 4, 4
+
+
+def c_type(dtype) -> str:
+    return C_TYPES[np.dtype(dtype)]
+
+
+def c_literal(value, dtype) -> str:
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        if math.isnan(value):
+            return "NAN"
+        if math.isinf(value):
+            return "INFINITY" if value > 0 else "(-INFINITY)"
+        text = repr(float(value))
+        return f"{text}f" if dtype == np.float32 else text
+    if dtype == np.bool_:
+        return "1" if value else "0"
+    return f"{int(value)}L" if dtype == np.int64 else str(int(value))
+
+
+def lowest(dtype) -> str:
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return "(-INFINITY)"
+    if dtype == np.bool_:
+        return "0"
+    return f"({np.iinfo(dtype).min}{'L' if dtype == np.int64 else ''})"
+
+
+def unravel(flat: str, shape: Sequence[int], names: Sequence[str]) -> List[str]:
+    """C statements splitting a flat index into one index per dimension (row-major)."""
+    lines, stride = [], 1
+    strides = []
+    for n in reversed(shape):
+        strides.append(stride)
+        stride *= n
+    strides.reverse()
+    for name, n, st in zip(names, shape, strides):
+        if n == 1:
+            lines.append(f"const int {name} = 0;")
+        else:
+            lines.append(f"const int {name} = ({flat} / {st}) % {n};" if st > 1 else f"const int {name} = {flat} % {n};")
+    return lines
+
+
+def index_expr(view: View, idx: Sequence[str]) -> Tuple[str, str]:
+    """(offset, valid) C expressions for reading `view` at per-dimension indices `idx`."""
+    terms = [str(view.offset)] if view.offset else []
+    for i, st, n in zip(idx, view.strides, view.shape):
+        if st != 0 and n != 1:
+            terms.append(f"{i}*{st}" if st != 1 else i)
+    valid = []
+    if view.mask is not None:
+        for i, (lo, hi), n in zip(idx, view.mask, view.shape):
+            if (lo, hi) != (0, n):
+                valid.append(f"({i}>={lo} && {i}<{hi})" if lo > 0 else f"({i}<{hi})")
+    return (" + ".join(terms) or "0"), (" && ".join(valid) or "1")
+
+
+def load_expr(name: str, view: View, idx: Sequence[str], dtype) -> str:
+    offset, valid = index_expr(view, idx)
+    if valid == "1":
+        return f"{name}[{offset}]"
+    return f"(({valid}) ? {name}[{offset}] : ({c_type(dtype)})0)"
+
+
+class ExpressionRenderer:
+    """Prints an elementwise expression tree as C statements, one temporary per node."""
+
+    def __init__(self, idx: Sequence[str]):
+        self.idx, self.lines, self.names, self.count = list(idx), [], {}, 0
+
+    def render(self, node) -> str:
+        for n in walk(node):
+            if id(n) in self.names:
+                continue
+            self.names[id(n)] = self._render_one(n)
+        return self.names[id(node)]
+
+    def _render_one(self, n) -> str:
+        if isinstance(n, Const):
+            return c_literal(n.value, n.dtype)
+        name = f"v{self.count}"
+        self.count += 1
+        if isinstance(n, Load):
+            expr = load_expr(f"in{n.index}", n.view, self.idx, n.dtype)
+        else:
+            src = [self.names[id(s)] for s in n.srcs]
+            t = c_type(n.dtype)
+            if n.op is UnaryOps.CAST:
+                expr = f"(({t})({src[0]}))" if n.dtype != np.bool_ else f"((uchar)({src[0]}!=0))"
+            elif n.op in UNARY:
+                expr = UNARY[n.op].format(*src, t=t)
+            elif n.op is BinaryOps.MAX:
+                expr = f"fmax({src[0]},{src[1]})" if n.dtype.kind == "f" else f"max({src[0]},{src[1]})"
+            elif n.op in BINARY:
+                expr = BINARY[n.op].format(*src, t=t)
+            elif n.op is TernaryOps.WHERE:
+                expr = f"({src[0]} ? {src[1]} : {src[2]})"
+            else:
+                raise NotImplementedError(f"OpenCL renderer: no rule for {n.op}")
+        self.lines.append(f"{c_type(n.dtype)} {name} = {expr};")
+        return name
+
+
+def _header(kernel, input_dtypes) -> Tuple[str, str]:
+    """The pragma line (doubles need an extension) and the kernel's parameter list."""
+    dtypes_used = [kernel.output.dtype] + list(input_dtypes) + [n.dtype for n in walk(kernel.ast)]
+    pragma = "#pragma OPENCL EXTENSION cl_khr_fp64 : enable\n" if any(d == np.float64 for d in dtypes_used) else ""
+    params = [f"__global {c_type(kernel.output.dtype)}* restrict out"]
+    params += [f"__global const {c_type(d)}* restrict in{i}" for i, d in enumerate(input_dtypes)]
+    return pragma, ", ".join(params)
+
+
+def render_elementwise(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
+    shape = kernel.output.shape
+    n = max(1, math.prod(shape))
+    idx = [f"i{k}" for k in range(len(shape))]
+    r = ExpressionRenderer(idx)
+    result = r.render(kernel.ast)
+    pragma, params = _header(kernel, input_dtypes)
+    body = [f"const int gid = get_global_id(0);", f"if (gid >= {n}) return;"]
+    body += unravel("gid", shape, idx) + r.lines + [f"out[gid] = {result};"]
+    src = f"{pragma}__kernel void {name}({params}) {{\n  " + "\n  ".join(body) + "\n}\n"
+    return src, (n,), None
+
+
+def reduce_group_size(reduced: int) -> int:
+    size = 1
+    while size < reduced and size < 128:
+        size *= 2
+    return size
+
+
+def render_reduce(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
+    root = kernel.ast
+    op, axes = root.op, root.arg
+    in_shape = root.srcs[0].shape if isinstance(root.srcs[0], Op) else root.srcs[0].view.shape
+    out_shape = kernel.output.shape
+    kept = [k for k in range(len(in_shape)) if k not in axes]
+    reduced_shape = [in_shape[k] for k in axes]
+    total = max(1, math.prod(reduced_shape))
+    group = reduce_group_size(total)
+    n_out = max(1, math.prod(out_shape))
+    t = c_type(kernel.output.dtype)
+    idx = [f"i{k}" for k in range(len(in_shape))]
+    body = ["const int out_index = get_group_id(0);", "const int lid = get_local_id(0);"]
+    body += unravel("out_index", [in_shape[k] for k in kept], [idx[k] for k in kept])
+    init = "0" if op is ReduceOps.SUM else lowest(kernel.output.dtype)
+    body.append(f"{t} acc = ({t}){init};")
+    body.append(f"for (int r = lid; r < {total}; r += {group}) {{")
+    inner = unravel("r", reduced_shape, [idx[k] for k in axes])
+    er = ExpressionRenderer(idx)
+    value = er.render(root.srcs[0])
+    combine = "acc + {0}" if op is ReduceOps.SUM else ("fmax(acc, {0})" if t in ("float", "double") else "max(acc, {0})")
+    inner += er.lines + [f"acc = {combine.format(value)};"]
+    body += ["  " + line for line in inner] + ["}"]
+    body += [f"__local {t} partial[{group}];", "partial[lid] = acc;", "barrier(CLK_LOCAL_MEM_FENCE);",
+             f"for (int s = {group // 2}; s > 0; s >>= 1) {{",
+             f"  if (lid < s) {{ {t} other = partial[lid + s]; partial[lid] = "
+             + ("partial[lid] + other" if op is ReduceOps.SUM else
+                ("fmax(partial[lid], other)" if t in ("float", "double") else "max(partial[lid], other)")) + "; }",
+             "  barrier(CLK_LOCAL_MEM_FENCE);", "}", "if (lid == 0) out[out_index] = partial[0];"]
+    pragma, params = _header(kernel, input_dtypes)
+    src = f"{pragma}__kernel void {name}({params}) {{\n  " + "\n  ".join(body) + "\n}\n"
+    return src, (n_out * group,), (group,)
+
+
+def render_matmul(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
+    a, b = kernel.ast.srcs
+    out_shape = kernel.output.shape
+    batch_shape, (M, N), K = out_shape[:-2], out_shape[-2:], a.view.shape[-1]
+    nbatch = max(1, math.prod(batch_shape))
+    t = c_type(kernel.output.dtype)
+    bidx = [f"b{k}" for k in range(len(batch_shape))]
+    rtsm, rtsn = TSM // WPTM, TSN // WPTN
+    loads_per_item = (TSM * TSK) // (rtsm * rtsn)
+    a_load = load_expr(f"in{a.index}", a.view, bidx + ["gm", "gk"], a.dtype)
+    b_load = load_expr(f"in{b.index}", b.view, bidx + ["gk", "gn"], b.dtype)
+    body = [
+        "const int tn = get_local_id(0), tm = get_local_id(1);",
+        f"const int n0 = get_group_id(0) * {TSN}, m0 = get_group_id(1) * {TSM};",
+        "const int batch = get_global_id(2);",
+        *unravel("batch", batch_shape, bidx),
+        f"__local {t} As[{TSK}][{TSM}];",
+        f"__local {t} Bs[{TSK}][{TSN}];",
+        f"{t} acc[{WPTM}][{WPTN}];",
+        f"for (int wm = 0; wm < {WPTM}; wm++) for (int wn = 0; wn < {WPTN}; wn++) acc[wm][wn] = 0;",
+        f"const int tid = tm * {rtsn} + tn;",
+        f"for (int k0 = 0; k0 < {K}; k0 += {TSK}) {{",
+        f"  for (int l = 0; l < {loads_per_item}; l++) {{",
+        f"    const int e = tid + l * {rtsm * rtsn};",
+        f"    {{ const int gm = m0 + e / {TSK}, gk = k0 + e % {TSK};",
+        f"      As[e % {TSK}][e / {TSK}] = (gm < {M} && gk < {K}) ? {a_load} : ({t})0; }}",
+        f"    {{ const int gk = k0 + e / {TSN}, gn = n0 + e % {TSN};",
+        f"      Bs[e / {TSN}][e % {TSN}] = (gk < {K} && gn < {N}) ? {b_load} : ({t})0; }}",
+        "  }",
+        "  barrier(CLK_LOCAL_MEM_FENCE);",
+        f"  for (int kk = 0; kk < {TSK}; kk++) {{",
+        f"    {t} breg[{WPTN}];",
+        f"    for (int wn = 0; wn < {WPTN}; wn++) breg[wn] = Bs[kk][tn + wn * {rtsn}];",
+        f"    for (int wm = 0; wm < {WPTM}; wm++) {{",
+        f"      const {t} areg = As[kk][tm + wm * {rtsm}];",
+        f"      for (int wn = 0; wn < {WPTN}; wn++) acc[wm][wn] += areg * breg[wn];",
+        "    }",
+        "  }",
+        "  barrier(CLK_LOCAL_MEM_FENCE);",
+        "}",
+        f"for (int wm = 0; wm < {WPTM}; wm++) for (int wn = 0; wn < {WPTN}; wn++) {{",
+        f"  const int gm = m0 + tm + wm * {rtsm}, gn = n0 + tn + wn * {rtsn};",
+        f"  if (gm < {M} && gn < {N}) out[batch * {M * N} + gm * {N} + gn] = acc[wm][wn];",
+        "}",
+    ]
+    pragma, params = _header(kernel, input_dtypes)
+    src = (f"{pragma}__kernel __attribute__((reqd_work_group_size({rtsn}, {rtsm}, 1)))\n"
+           f"void {name}({params}) {{\n  " + "\n  ".join(body) + "\n}\n")
+    global_size = (-(-N // TSN) * rtsn, -(-M // TSM) * rtsm, nbatch)
+    return src, global_size, (rtsn, rtsm, 1)
+
+
+def render_gather(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
+    table, index = kernel.ast.srcs
+    out_shape = kernel.output.shape                 # index.shape + (D,)
+    D, n = out_shape[-1], max(1, math.prod(out_shape))
+    idx = [f"i{k}" for k in range(len(out_shape))]
+    row = load_expr(f"in{index.index}", index.view, idx[:-1], index.dtype)
+    value = load_expr(f"in{table.index}", table.view, ["row", idx[-1]], table.dtype)
+    body = ["const int gid = get_global_id(0);", f"if (gid >= {n}) return;", *unravel("gid", out_shape, idx),
+            f"const int row = (int){row};", f"out[gid] = {value};"]
+    pragma, params = _header(kernel, input_dtypes)
+    return f"{pragma}__kernel void {name}({params}) {{\n  " + "\n  ".join(body) + "\n}\n", (n,), None
+
+
+def render_scatter_add(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
+    rows, index = kernel.ast.srcs
+    N, D = kernel.output.shape
+    index_shape = index.view.shape
+    count = max(1, math.prod(index_shape))
+    t = c_type(kernel.output.dtype)
+    idx = [f"j{k}" for k in range(len(index_shape))]
+    body = ["const int gid = get_global_id(0);", f"if (gid >= {N * D}) return;",
+            f"const int n = gid / {D}, d = gid % {D};", f"{t} acc = 0;",
+            f"for (int i = 0; i < {count}; i++) {{",
+            *["  " + line for line in unravel("i", index_shape, idx)],
+            f"  if ((int){load_expr(f'in{index.index}', index.view, idx, index.dtype)} == n) "
+            f"acc += {load_expr(f'in{rows.index}', rows.view, idx + ['d'], rows.dtype)};",
+            "}", "out[gid] = acc;"]
+    pragma, params = _header(kernel, input_dtypes)
+    return f"{pragma}__kernel void {name}({params}) {{\n  " + "\n  ".join(body) + "\n}\n", (N * D,), None
+
+
+RENDERERS = {"elementwise": render_elementwise, "reduce": render_reduce, "matmul": render_matmul,
+             "gather": render_gather, "scatter_add": render_scatter_add}
+
+
+def render(kernel, input_dtypes, name: str = "k"):
+    """(source, global size, local size or None) for one kernel."""
+    kind = kernel.kind
+    if kind not in RENDERERS:
+        raise NotImplementedError(f"OpenCL renderer: no template for {kind} kernels")
+    return RENDERERS[kind](kernel, input_dtypes, name)

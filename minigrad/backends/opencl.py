@@ -86,7 +86,7 @@ class OpenCLBackend(Backend):
         self.queue = cl.CommandQueue(self.context)
         self.pool = defaultdict(list)          # nbytes -> free cl.Buffers
         self.programs = {}                     # source -> compiled kernel
-        self.max_group = self.device.max_work_group_size
+        self.is_cpu = bool(self.device.type & cl.device_type.CPU)
 
     def describe(self) -> str:
         return f"{self.device.name.strip()} on {self.platform.name.strip()}"
@@ -144,7 +144,7 @@ class OpenCLBackend(Backend):
             index = read(self._host(inputs[index_node.index], index_node.dtype), index_node.view)
             _check_index(index, root.srcs[0].view.shape[0] if kind == "gather" else root.arg)
         input_dtypes = [b.dtype for b in kernel.inputs]
-        source, global_size, local_size = render(kernel, input_dtypes, name=f"{kind}_kernel")
+        source, global_size, local_size = render(kernel, input_dtypes, name=f"{kind}_kernel", cpu_device=self.is_cpu)
         if debug.DEBUG >= 3:
             print(source)
         program = self._compile(source)

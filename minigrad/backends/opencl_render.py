@@ -6,8 +6,9 @@ Each kernel kind has one template:
                 arithmetic (offset + sum(index_k * stride_k), guarded by the padding mask)
   reduce        one work group per output element; work items stride over the reduced
                 elements, then combine their partial results in local memory
-  matmul        tiles of A and B staged in local memory; each work item accumulates a
-                WPT_M x WPT_N block of C in registers
+  matmul        on a GPU: tiles of A and B staged in local memory, each work item
+                accumulating a WPT_M x WPT_N block of C in registers; on a CPU: no local
+                memory, a CPU_RM x CPU_RN register block per work item
   gather        one work item per output element: out[i, d] = table[index[i], d]
   scatter_add   one work item per table element (n, d): sum of rows i with index[i] == n
 """
@@ -80,7 +81,9 @@ def index_expr(view: View, idx: Sequence[str]) -> Tuple[str, str]:
     terms = [str(view.offset)] if view.offset else []
     for i, st, n in zip(idx, view.strides, view.shape):
         if st != 0 and n != 1:
-            terms.append(f"{i}*{st}" if st != 1 else i)
+            # "a*s + n0+j", not "... + (n0+j)": the flat sum lets the compiler see that
+            # consecutive j read consecutive addresses, and vectorize
+            terms.append(f"({i})*{st}" if st != 1 else i)
     valid = []
     if view.mask is not None:
         for i, (lo, hi), n in zip(idx, view.mask, view.shape):
@@ -250,6 +253,63 @@ def render_matmul(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
     return src, global_size, (rtsn, rtsm, 1)
 
 
+# matmul on CPU devices (PoCL): each work item owns a CPU_RM x CPU_RN block of C in registers and
+# reads A and B straight from memory (caches do what local memory does on a GPU); the CPU_RN
+# columns are contiguous, so the compiler turns the inner loop into SIMD instructions.
+CPU_RM, CPU_RN = 4, 32
+
+
+def render_matmul_cpu(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
+    a, b = kernel.ast.srcs
+    out_shape = kernel.output.shape
+    batch_shape, (M, N), K = out_shape[:-2], out_shape[-2:], a.view.shape[-1]
+    nbatch = max(1, math.prod(batch_shape))
+    t = c_type(kernel.output.dtype)
+    bidx = [f"b{k}" for k in range(len(batch_shape))]
+
+    def block(guarded: bool):
+        """The k loop over one block; the guarded copy serves the ragged edges of C."""
+        a_load = load_expr(f"in{a.index}", a.view, bidx + ["m0+i", "k"], a.dtype)
+        b_load = load_expr(f"in{b.index}", b.view, bidx + ["k", "n0+j"], b.dtype)
+        if guarded:
+            a_load = f"((m0+i) < {M} ? {a_load} : ({t})0)"
+            b_load = f"((n0+j) < {N} ? {b_load} : ({t})0)"
+        return [
+            f"for (int k = 0; k < {K}; k++) {{",
+            f"  {t} bv[{CPU_RN}];",
+            "  #pragma unroll",
+            f"  for (int j = 0; j < {CPU_RN}; j++) bv[j] = {b_load};",
+            "  #pragma unroll",
+            f"  for (int i = 0; i < {CPU_RM}; i++) {{",
+            f"    const {t} av = {a_load};",
+            "    #pragma unroll",
+            f"    for (int j = 0; j < {CPU_RN}; j++) acc[i][j] += av * bv[j];",
+            "  }",
+            "}",
+        ]
+    body = [
+        f"const int n0 = get_global_id(0) * {CPU_RN}, m0 = get_global_id(1) * {CPU_RM};",
+        "const int batch = get_global_id(2);",
+        *unravel("batch", batch_shape, bidx),
+        f"{t} acc[{CPU_RM}][{CPU_RN}];",
+        "#pragma unroll",
+        f"for (int i = 0; i < {CPU_RM}; i++)",
+        "  #pragma unroll",
+        f"  for (int j = 0; j < {CPU_RN}; j++) acc[i][j] = 0;",
+        f"if (m0 + {CPU_RM} <= {M} && n0 + {CPU_RN} <= {N}) {{",
+        *["  " + line for line in block(False)],
+        "} else {",
+        *["  " + line for line in block(True)],
+        "}",
+        f"for (int i = 0; i < {CPU_RM}; i++) for (int j = 0; j < {CPU_RN}; j++)",
+        f"  if (m0 + i < {M} && n0 + j < {N}) out[batch * {M * N} + (m0 + i) * {N} + n0 + j] = acc[i][j];",
+    ]
+    pragma, params = _header(kernel, input_dtypes)
+    src = (f"{pragma}__kernel __attribute__((reqd_work_group_size(1, 1, 1)))\n"
+           f"void {name}({params}) {{\n  " + "\n  ".join(body) + "\n}\n")
+    return src, (-(-N // CPU_RN), -(-M // CPU_RM), nbatch), (1, 1, 1)
+
+
 def render_gather(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
     table, index = kernel.ast.srcs
     out_shape = kernel.output.shape                 # index.shape + (D,)
@@ -285,9 +345,12 @@ RENDERERS = {"elementwise": render_elementwise, "reduce": render_reduce, "matmul
              "gather": render_gather, "scatter_add": render_scatter_add}
 
 
-def render(kernel, input_dtypes, name: str = "k"):
-    """(source, global size, local size or None) for one kernel."""
+def render(kernel, input_dtypes, name: str = "k", cpu_device: bool = False):
+    """(source, global size, local size or None) for one kernel.  `cpu_device` picks the
+    matmul template that suits a CPU (register blocks, no local memory)."""
     kind = kernel.kind
+    if kind == "matmul" and cpu_device:
+        return render_matmul_cpu(kernel, input_dtypes, name)
     if kind not in RENDERERS:
         raise NotImplementedError(f"OpenCL renderer: no template for {kind} kernels")
     return RENDERERS[kind](kernel, input_dtypes, name)

@@ -1,0 +1,3 @@
+from .doctor import main
+
+raise SystemExit(main())

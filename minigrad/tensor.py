@@ -757,6 +757,11 @@ class Tensor:
         a, b = a.cast(dtype), b.cast(dtype)
         if not dtypes.is_float(dtype):
             a, b = a.float(), b.float()
+        if b.ndim == 2 and a.ndim > 2 and a.lazydata.view.reshape((math.prod(a.shape[:-1]), a.shape[-1])):
+            # (..., M, K) @ (K, N): fold the batch into M, so one large matrix product runs
+            # (and the weight's gradient is one product too, not a batch of them summed)
+            out = F.Matmul.apply(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + (b.shape[-1],))
+            return out.squeeze(-1) if other.ndim == 1 else out
         batch = broadcast_shape(a.shape[:-2], b.shape[:-2])
         a = a._broadcast_to(batch + a.shape[-2:])
         b = b._broadcast_to(batch + b.shape[-2:])

@@ -144,12 +144,13 @@ class OpenCLBackend(Backend):
             index = read(self._host(inputs[index_node.index], index_node.dtype), index_node.view)
             _check_index(index, root.srcs[0].view.shape[0] if kind == "gather" else root.arg)
         input_dtypes = [b.dtype for b in kernel.inputs]
-        source, global_size, local_size = render(kernel, input_dtypes, name=f"{kind}_kernel", cpu_device=self.is_cpu)
+        source, global_size, local_size, scalars = render(kernel, input_dtypes, name=f"{kind}_kernel", cpu_device=self.is_cpu)
         if debug.DEBUG >= 3:
             print(source)
         program = self._compile(source)
         t0 = time.perf_counter()
-        program(self.queue, global_size, local_size, out.buf, *[b.buf for b in inputs])
+        program(self.queue, global_size, local_size, out.buf, *[b.buf for b in inputs],
+                *[dtype.type(value) for value, dtype in scalars])
         if debug.DEBUG >= 2:
             self.queue.finish()
             print(f"    cl launch global={global_size} local={local_size} {(time.perf_counter() - t0) * 1e3:.3f} ms")

@@ -100,10 +100,15 @@ def load_expr(name: str, view: View, idx: Sequence[str], dtype) -> str:
 
 
 class ExpressionRenderer:
-    """Prints an elementwise expression tree as C statements, one temporary per node."""
+    """Prints an elementwise expression tree as C statements, one temporary per node.
 
-    def __init__(self, idx: Sequence[str]):
+    Finite float constants become kernel arguments (c0, c1, ...) rather than literals, so a
+    kernel whose numbers change every step (a learning rate, Adam's bias correction) keeps
+    the same source and is compiled once.  `scalars` collects their (value, dtype)."""
+
+    def __init__(self, idx: Sequence[str], scalars: list):
         self.idx, self.lines, self.names, self.count = list(idx), [], {}, 0
+        self.scalars = scalars
 
     def render(self, node) -> str:
         for n in walk(node):
@@ -114,6 +119,9 @@ class ExpressionRenderer:
 
     def _render_one(self, n) -> str:
         if isinstance(n, Const):
+            if n.dtype.kind == "f" and math.isfinite(n.value):
+                self.scalars.append((n.value, n.dtype))
+                return f"c{len(self.scalars) - 1}"
             return c_literal(n.value, n.dtype)
         name = f"v{self.count}"
         self.count += 1
@@ -138,12 +146,14 @@ class ExpressionRenderer:
         return name
 
 
-def _header(kernel, input_dtypes) -> Tuple[str, str]:
-    """The pragma line (doubles need an extension) and the kernel's parameter list."""
+def _header(kernel, input_dtypes, scalars=()) -> Tuple[str, str]:
+    """The pragma line (doubles need an extension) and the kernel's parameter list:
+    the output buffer, the input buffers, then the scalar arguments."""
     dtypes_used = [kernel.output.dtype] + list(input_dtypes) + [n.dtype for n in walk(kernel.ast)]
     pragma = "#pragma OPENCL EXTENSION cl_khr_fp64 : enable\n" if any(d == np.float64 for d in dtypes_used) else ""
     params = [f"__global {c_type(kernel.output.dtype)}* restrict out"]
     params += [f"__global const {c_type(d)}* restrict in{i}" for i, d in enumerate(input_dtypes)]
+    params += [f"const {c_type(d)} c{i}" for i, (_, d) in enumerate(scalars)]
     return pragma, ", ".join(params)
 
 
@@ -151,13 +161,14 @@ def render_elementwise(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tup
     shape = kernel.output.shape
     n = max(1, math.prod(shape))
     idx = [f"i{k}" for k in range(len(shape))]
-    r = ExpressionRenderer(idx)
+    scalars = []
+    r = ExpressionRenderer(idx, scalars)
     result = r.render(kernel.ast)
-    pragma, params = _header(kernel, input_dtypes)
+    pragma, params = _header(kernel, input_dtypes, scalars)
     body = [f"const int gid = get_global_id(0);", f"if (gid >= {n}) return;"]
     body += unravel("gid", shape, idx) + r.lines + [f"out[gid] = {result};"]
     src = f"{pragma}__kernel void {name}({params}) {{\n  " + "\n  ".join(body) + "\n}\n"
-    return src, (n,), None
+    return src, (n,), None, scalars
 
 
 def reduce_group_size(reduced: int) -> int:
@@ -185,7 +196,8 @@ def render_reduce(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
     body.append(f"{t} acc = ({t}){init};")
     body.append(f"for (int r = lid; r < {total}; r += {group}) {{")
     inner = unravel("r", reduced_shape, [idx[k] for k in axes])
-    er = ExpressionRenderer(idx)
+    scalars = []
+    er = ExpressionRenderer(idx, scalars)
     value = er.render(root.srcs[0])
     combine = "acc + {0}" if op is ReduceOps.SUM else ("fmax(acc, {0})" if t in ("float", "double") else "max(acc, {0})")
     inner += er.lines + [f"acc = {combine.format(value)};"]
@@ -196,9 +208,9 @@ def render_reduce(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
              + ("partial[lid] + other" if op is ReduceOps.SUM else
                 ("fmax(partial[lid], other)" if t in ("float", "double") else "max(partial[lid], other)")) + "; }",
              "  barrier(CLK_LOCAL_MEM_FENCE);", "}", "if (lid == 0) out[out_index] = partial[0];"]
-    pragma, params = _header(kernel, input_dtypes)
+    pragma, params = _header(kernel, input_dtypes, scalars)
     src = f"{pragma}__kernel void {name}({params}) {{\n  " + "\n  ".join(body) + "\n}\n"
-    return src, (n_out * group,), (group,)
+    return src, (n_out * group,), (group,), scalars
 
 
 def render_matmul(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
@@ -250,7 +262,7 @@ def render_matmul(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
     src = (f"{pragma}__kernel __attribute__((reqd_work_group_size({rtsn}, {rtsm}, 1)))\n"
            f"void {name}({params}) {{\n  " + "\n  ".join(body) + "\n}\n")
     global_size = (-(-N // TSN) * rtsn, -(-M // TSM) * rtsm, nbatch)
-    return src, global_size, (rtsn, rtsm, 1)
+    return src, global_size, (rtsn, rtsm, 1), []
 
 
 # matmul on CPU devices (PoCL): each work item owns a CPU_RM x CPU_RN block of C in registers and
@@ -307,7 +319,7 @@ def render_matmul_cpu(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tupl
     pragma, params = _header(kernel, input_dtypes)
     src = (f"{pragma}__kernel __attribute__((reqd_work_group_size(1, 1, 1)))\n"
            f"void {name}({params}) {{\n  " + "\n  ".join(body) + "\n}\n")
-    return src, (-(-N // CPU_RN), -(-M // CPU_RM), nbatch), (1, 1, 1)
+    return src, (-(-N // CPU_RN), -(-M // CPU_RM), nbatch), (1, 1, 1), []
 
 
 def render_gather(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
@@ -320,7 +332,7 @@ def render_gather(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
     body = ["const int gid = get_global_id(0);", f"if (gid >= {n}) return;", *unravel("gid", out_shape, idx),
             f"const int row = (int){row};", f"out[gid] = {value};"]
     pragma, params = _header(kernel, input_dtypes)
-    return f"{pragma}__kernel void {name}({params}) {{\n  " + "\n  ".join(body) + "\n}\n", (n,), None
+    return f"{pragma}__kernel void {name}({params}) {{\n  " + "\n  ".join(body) + "\n}\n", (n,), None, []
 
 
 def render_scatter_add(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
@@ -338,7 +350,7 @@ def render_scatter_add(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tup
             f"acc += {load_expr(f'in{rows.index}', rows.view, idx + ['d'], rows.dtype)};",
             "}", "out[gid] = acc;"]
     pragma, params = _header(kernel, input_dtypes)
-    return f"{pragma}__kernel void {name}({params}) {{\n  " + "\n  ".join(body) + "\n}\n", (N * D,), None
+    return f"{pragma}__kernel void {name}({params}) {{\n  " + "\n  ".join(body) + "\n}\n", (N * D,), None, []
 
 
 RENDERERS = {"elementwise": render_elementwise, "reduce": render_reduce, "matmul": render_matmul,
@@ -346,7 +358,7 @@ RENDERERS = {"elementwise": render_elementwise, "reduce": render_reduce, "matmul
 
 
 def render(kernel, input_dtypes, name: str = "k", cpu_device: bool = False):
-    """(source, global size, local size or None) for one kernel.  `cpu_device` picks the
+    """(source, global size, local size or None, scalar arguments) for one kernel.  `cpu_device` picks the
     matmul template that suits a CPU (register blocks, no local memory)."""
     kind = kernel.kind
     if kind == "matmul" and cpu_device:

@@ -181,6 +181,20 @@ class Tensor:
     def tolist(self):
         return self.numpy().tolist()
 
+    def explain(self, source: bool = False) -> str:
+        """What realizing this tensor would run, without running it: one line per kernel
+        (its kind, the ops fused into it, its shapes), and with source=True the OpenCL C
+        each kernel becomes (rendered as text; no OpenCL needed)."""
+        from .backends.opencl_render import render
+        from .schedule import create_schedule
+        schedule = create_schedule([self.lazydata])
+        lines = [f"{len(schedule)} kernel(s) to realize {self.shape} {self.dtype}:"]
+        for i, kernel in enumerate(schedule):
+            lines.append(f"[{i}] {kernel!r}")
+            if source and kernel.kind not in ("rand", "copy"):
+                lines.append(render(kernel, [b.dtype for b in kernel.inputs], name=f"kernel{i}")[0])
+        return "\n".join(lines)
+
     def detach(self) -> Tensor:
         """The same data with no link to the graph that made it."""
         return Tensor(self.lazydata)

@@ -6,13 +6,14 @@
 Every movement op (reshape, permute, expand, pad, shrink) is a new View over the same
 buffer, so none of them copies data.  Strides count elements, not bytes.
 """
-from dataclasses import dataclass
+from functools import lru_cache
 from math import prod
 from typing import Optional, Tuple
 
 Shape = Tuple[int, ...]
 
 
+@lru_cache(maxsize=4096)
 def contiguous_strides(shape: Shape) -> Tuple[int, ...]:
     strides, running = [], 1
     for size in reversed(shape):
@@ -21,12 +22,23 @@ def contiguous_strides(shape: Shape) -> Tuple[int, ...]:
     return tuple(reversed(strides))
 
 
-@dataclass(frozen=True)
 class View:
-    shape: Shape
-    strides: Tuple[int, ...]
-    offset: int = 0
-    mask: Optional[Tuple[Tuple[int, int], ...]] = None
+    """Immutable by convention: every movement op returns a new View."""
+    __slots__ = ("shape", "strides", "offset", "mask")
+
+    def __init__(self, shape: Shape, strides: Tuple[int, ...], offset: int = 0,
+                 mask: Optional[Tuple[Tuple[int, int], ...]] = None):
+        self.shape, self.strides, self.offset, self.mask = shape, strides, offset, mask
+
+    def __repr__(self):
+        return f"View(shape={self.shape}, strides={self.strides}, offset={self.offset}, mask={self.mask})"
+
+    def __eq__(self, other):
+        return isinstance(other, View) and (self.shape, self.strides, self.offset, self.mask) == \
+            (other.shape, other.strides, other.offset, other.mask)
+
+    def __hash__(self):
+        return hash((self.shape, self.strides, self.offset, self.mask))
 
     @staticmethod
     def contiguous(shape: Shape) -> "View":

@@ -12,15 +12,21 @@ from . import Backend
 
 
 def erf(x: np.ndarray, out=None) -> np.ndarray:
-    """erf by Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7): numpy has no erf."""
-    sign = np.sign(x)
+    """erf by Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7): numpy has no erf.
+    erf(x) = sign(x) (1 - t (a1 + t (a2 + ... )) e^(-x^2)),  t = 1 / (1 + p |x|)"""
     a = np.abs(x)
-    t = 1.0 / (1.0 + 0.3275911 * a)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    result = sign * (1.0 - poly * np.exp(-a * a))
-    if out is not None:
-        out[...] = result
-        return out
+    t = 1.0 + 0.3275911 * a
+    np.reciprocal(t, out=t)
+    poly = 1.061405429 * t
+    for coefficient in (-1.453152027, 1.421413741, -0.284496736, 0.254829592):
+        poly += coefficient
+        poly *= t
+    np.square(a, out=a)
+    np.negative(a, out=a)
+    np.exp(a, out=a)
+    poly *= a
+    np.subtract(1.0, poly, out=poly)
+    result = np.copysign(poly, x, out=out)
     return result.astype(x.dtype, copy=False)
 
 

@@ -288,7 +288,9 @@ class Tensor:
         elif isinstance(other, (int, float, bool, np.number, np.bool_)):
             other = other.item() if isinstance(other, (np.number, np.bool_)) else other
             dtype = dtypes.scalar_dtype(other, x.dtype)
-            y = Tensor(LazyBuffer.const(other, (), dtype, x.device))
+            x = x if x.dtype == dtype else x.cast(dtype)
+            y = Tensor(LazyBuffer.const(other, x.shape, dtype, x.device))   # already x's shape: no broadcast ops
+            return (y, x) if reverse else (x, y)
         else:
             raise TypeError(f"cannot combine a Tensor with {type(other).__name__}")
         if x.dtype != dtype:

@@ -30,5 +30,17 @@ def device(request):
 
 
 @pytest.fixture
+def cl():
+    """The OpenCL backend, for tests about OpenCL itself."""
+    problem = _opencl_problem()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"OpenCL backend unavailable in CI: {problem}")
+        pytest.skip(f"OpenCL backend unavailable here: {problem}")
+    from minigrad.backends import get_backend
+    return get_backend("cl")
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(0)

@@ -55,7 +55,6 @@ def _opencl_report(lines) -> bool:
         lines.append(f"  device choice failed: {e}")
         return False
     try:
-        import numpy as np
         from .tensor import Tensor
         t0 = time.perf_counter()
         got = (Tensor([1.0, 2.0, 3.0], device="cl") * 2).sum().item()

@@ -6,10 +6,8 @@ Everything else a Tensor can do is composed from these in tensor.py, so it gets 
 gradient for free.
 """
 import math
-from typing import Optional, Tuple
-
 from .lazy import LazyBuffer
-from .ops import BinaryOps, MovementOps, ReduceOps, SpecialOps, TernaryOps, UnaryOps, LoadOps
+from .ops import BinaryOps, MovementOps, ReduceOps, TernaryOps, UnaryOps
 
 
 def const_like(lb: LazyBuffer, value) -> LazyBuffer:
@@ -113,6 +111,16 @@ class Cast(Function):
 
     def backward(self, grad):
         return grad.elementwise(UnaryOps.CAST, arg=self.input_dtype)
+
+
+class Copy(Function):
+    """Move data to another device; the gradient moves back."""
+    def forward(self, x, device):
+        self.source_device = x.device
+        return x.copy_to(device)
+
+    def backward(self, grad):
+        return grad.copy_to(self.source_device)
 
 
 class Contiguous(Function):

@@ -11,7 +11,7 @@ Two kinds of node:
     Views never own memory and never run a kernel.
 """
 from math import prod
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 

@@ -203,8 +203,7 @@ class Tensor:
         device = canonical_device(device)
         if device == self.device:
             return self
-        out = Tensor(self.lazydata.copy_to(device), requires_grad=self.requires_grad)
-        return out
+        return F.Copy.apply(self, device=device)
 
     def __repr__(self) -> str:
         grad = ", requires_grad=True" if self.requires_grad else ""

@@ -6,7 +6,7 @@ writes straight into the output buffer (`out=`), and matmul goes to BLAS via np.
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ..kernel import Const, Load, Op
+from ..kernel import Const, Load
 from ..ops import BinaryOps, LoadOps, ReduceOps, SpecialOps, TernaryOps, UnaryOps
 from . import Backend
 
@@ -44,6 +44,8 @@ def read(buffer: np.ndarray, view, dtype=None) -> np.ndarray:
     if view.size == 0:
         return np.zeros(view.shape, buffer.dtype)
     if view.mask is None:
+        if view.offset == 0 and view.size == buffer.size and view.is_contiguous:
+            return buffer.reshape(view.shape)          # the common case: the whole buffer in order
         item = buffer.itemsize
         return as_strided(buffer[view.offset:], view.shape, tuple(s * item for s in view.strides), writeable=False)
     out = np.zeros(view.shape, buffer.dtype)

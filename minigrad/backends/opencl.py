@@ -12,7 +12,6 @@ from collections import defaultdict
 import numpy as np
 
 from .. import debug
-from ..kernel import Const, Load
 from . import Backend
 from .numpy_backend import _check_index, read
 from .opencl_render import render

@@ -13,12 +13,12 @@ Each kernel kind has one template:
   scatter_add   one work item per table element (n, d): sum of rows i with index[i] == n
 """
 import math
-from typing import Dict, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 
 from ..kernel import Const, Load, Op, walk
-from ..ops import BinaryOps, ReduceOps, SpecialOps, TernaryOps, UnaryOps
+from ..ops import BinaryOps, ReduceOps, TernaryOps, UnaryOps
 from ..view import View
 
 C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double", np.dtype(np.int32): "int",
@@ -165,7 +165,7 @@ def render_elementwise(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tup
     r = ExpressionRenderer(idx, scalars)
     result = r.render(kernel.ast)
     pragma, params = _header(kernel, input_dtypes, scalars)
-    body = [f"const int gid = get_global_id(0);", f"if (gid >= {n}) return;"]
+    body = ["const int gid = get_global_id(0);", f"if (gid >= {n}) return;"]
     body += unravel("gid", shape, idx) + r.lines + [f"out[gid] = {result};"]
     src = f"{pragma}__kernel void {name}({params}) {{\n  " + "\n  ".join(body) + "\n}\n"
     return src, (n,), None, scalars
@@ -325,7 +325,7 @@ def render_matmul_cpu(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tupl
 def render_gather(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
     table, index = kernel.ast.srcs
     out_shape = kernel.output.shape                 # index.shape + (D,)
-    D, n = out_shape[-1], max(1, math.prod(out_shape))
+    n = max(1, math.prod(out_shape))
     idx = [f"i{k}" for k in range(len(out_shape))]
     row = load_expr(f"in{index.index}", index.view, idx[:-1], index.dtype)
     value = load_expr(f"in{table.index}", table.view, ["row", idx[-1]], table.dtype)

@@ -3,27 +3,51 @@ one schedule, so the whole update of a model is a handful of fused kernels."""
 import math
 from typing import Iterable, List
 
+import numpy as np
+
 from .tensor import Tensor, no_grad, realize
 
 
 class Optimizer:
+    """Holds parameters and their state.  Numbers that change during training (the learning
+    rate, the step count) live on the device as one-element tensors, not as Python floats
+    baked into kernels, so a captured step (jit.py) replays correctly with new values."""
+
     def __init__(self, params: Iterable[Tensor], lr: float):
         self.params: List[Tensor] = [p for p in params if p.requires_grad]
         if not self.params:
             raise ValueError("optimizer got no parameters that require grad")
-        if lr < 0:
-            raise ValueError(f"learning rate must be >= 0, got {lr}")
+        device, dtype = self.params[0].device, self.params[0].dtype
+        self._lr_tensor = Tensor.zeros(1, dtype=dtype, device=device).contiguous().realize()
         self.lr = lr
-        self.step_count = 0
+        self.step_tensor = Tensor.zeros(1, dtype=dtype, device=device).contiguous().realize()
+
+    @property
+    def lr(self) -> float:
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        """Setting lr writes the new value straight into its device buffer."""
+        if value < 0:
+            raise ValueError(f"learning rate must be >= 0, got {value}")
+        from .backends import get_backend
+        self._lr = float(value)
+        lb = self._lr_tensor.lazydata
+        get_backend(lb.device).write(lb.base.realized, np.array([self._lr], dtype=lb.dtype))
+
+    @property
+    def step_count(self) -> int:
+        return int(self.step_tensor.item())
 
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
 
     def step(self) -> None:
-        self.step_count += 1
         with no_grad():
-            updated = []
+            self._assign(self.step_tensor, self.step_tensor + 1)
+            updated = [self.step_tensor]
             for i, p in enumerate(self.params):
                 if p.grad is None:
                     continue
@@ -34,16 +58,28 @@ class Optimizer:
         """Set p.lazydata (and any state) to the new lazy values; return them for realizing."""
         raise NotImplementedError
 
+    def _lr_like(self, like: Tensor) -> Tensor:
+        return self._lr_tensor.reshape(()).cast(like.dtype)
+
     @staticmethod
     def _assign(target: Tensor, value: Tensor) -> Tensor:
         target.lazydata = value.cast(target.dtype).lazydata
         return target
 
+    def state_tensors(self) -> List[Tensor]:
+        """Every tensor a step replaces: what a JIT must carry from one replay to the next."""
+        return [self.step_tensor] + self.params + self._state()
+
+    def _state(self) -> List[Tensor]:
+        return []
+
     def state_dict(self) -> dict:
         return {"step_count": self.step_count, "lr": self.lr, "state": self._state_arrays()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.step_count, self.lr = int(state["step_count"]), float(state["lr"])
+        self.lr = float(state["lr"])
+        self.step_tensor = Tensor([float(state["step_count"])], dtype=self.step_tensor.dtype,
+                                  device=self.step_tensor.device)
         self._load_state_arrays(state["state"])
 
     def _state_arrays(self) -> dict:
@@ -70,7 +106,10 @@ class SGD(Optimizer):
             self.buffers[i] = buf
             out.append(buf)
             g = g + self.momentum * buf if self.nesterov else buf
-        return out + [self._assign(p, p.detach() - self.lr * g)]
+        return out + [self._assign(p, p.detach() - self._lr_like(p) * g)]
+
+    def _state(self):
+        return [b for b in self.buffers if b is not None]
 
     def _state_arrays(self):
         return {f"momentum.{i}": b.numpy() for i, b in enumerate(self.buffers) if b is not None}
@@ -94,16 +133,21 @@ class Adam(Optimizer):
 
     def _update(self, i, p, g):
         w = p.detach()
+        lr = self._lr_like(p)
         if self.weight_decay and not self.decoupled:
             g = g + self.weight_decay * w
         if self.weight_decay and self.decoupled:          # AdamW: shrink the weight, not the gradient
-            w = w * (1 - self.lr * self.weight_decay)
+            w = w * (1 - lr * self.weight_decay)
         m = self._assign(self.m[i], self.m[i] * self.b1 + g * (1 - self.b1))
         v = self._assign(self.v[i], self.v[i] * self.b2 + g.square() * (1 - self.b2))
-        t = self.step_count
-        m_hat = m * (1 / (1 - self.b1 ** t))                # bias corrections: m and v start at 0
-        v_hat = v * (1 / (1 - self.b2 ** t))
-        return [m, v, self._assign(p, w - self.lr * m_hat / (v_hat.sqrt() + self.eps))]
+        # bias corrections 1 - beta^t, as b^t = exp(t log b) from the step count on the device
+        t = self.step_tensor.reshape(()).cast(p.dtype)
+        m_hat = m / (1 - (t * math.log(self.b1)).exp())   # m and v start at 0: undo that bias
+        v_hat = v / (1 - (t * math.log(self.b2)).exp())
+        return [m, v, self._assign(p, w - lr * m_hat / (v_hat.sqrt() + self.eps))]
+
+    def _state(self):
+        return self.m + self.v
 
     def _state_arrays(self):
         arrays = {f"m.{i}": m.numpy() for i, m in enumerate(self.m)}

@@ -145,6 +145,23 @@ def create_schedule(targets: List[LazyBuffer]) -> List[Kernel]:
             materialize.add(id(e.node))
 
 
+# A JIT capture (jit.py) appends a list here; every kernel run is then recorded into it
+# as (kernel, output buffer, input buffers) so that it can be replayed without Python graphs.
+recorders: List[list] = []
+
+
+def run_kernel(kernel: Kernel, out_buffer, input_buffers) -> None:
+    """Run one kernel on explicit buffers (realize passes the graph's; a JIT replay its own)."""
+    from .backends import get_backend
+    backend = get_backend(kernel.output.device)
+    if kernel.kind == "copy":
+        src = kernel.inputs[0]
+        host = get_backend(src.device).copy_out(input_buffers[0], kernel.ast.srcs[0].view, src.dtype)
+        backend.write(out_buffer, host)
+    else:
+        backend.run(kernel, out_buffer, input_buffers)
+
+
 def run_schedule(schedule: List[Kernel]) -> None:
     from .backends import get_backend
     start = time.perf_counter()
@@ -154,12 +171,10 @@ def run_schedule(schedule: List[Kernel]) -> None:
         t0 = time.perf_counter()
         if out.realized is None:
             out.realized = backend.allocate(out.size, out.dtype)
-        if kernel.kind == "copy" and isinstance(kernel.ast, Op):
-            src = kernel.inputs[0]
-            host = get_backend(src.device).copy_out(src.realized, kernel.ast.srcs[0].view, src.dtype)
-            backend.write(out.realized, host)
-        else:
-            backend.run(kernel, out.realized, [b.realized for b in kernel.inputs])
+        input_buffers = [b.realized for b in kernel.inputs]
+        run_kernel(kernel, out.realized, input_buffers)
+        for recording in recorders:
+            recording.append((kernel, out.realized, input_buffers))
         if debug.DEBUG >= 2 or debug.anomaly_enabled():
             backend.synchronize()
         kernel.time_s = time.perf_counter() - t0

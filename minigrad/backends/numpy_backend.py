@@ -71,6 +71,10 @@ class NumpyBackend(Backend):
         return np.array(read(buffer, view), dtype=dtype, copy=True)
 
     def run(self, kernel, out, inputs):
+        with np.errstate(all="ignore"):      # inf and NaN are values here; anomaly mode reports them
+            self._run(kernel, out, inputs)
+
+    def _run(self, kernel, out, inputs):
         root = kernel.ast
         out = out.reshape(kernel.output.shape)
         if isinstance(root, (Load, Const)):        # a plain copy or fill
@@ -108,16 +112,15 @@ class NumpyBackend(Backend):
             return np.array(node.value, dtype=node.dtype)
         values = [self._eval(s, inputs) for s in node.srcs]
         op = node.op
-        with np.errstate(all="ignore"):
-            if op is UnaryOps.CAST:
-                result = values[0].astype(node.dtype)
-            elif op is TernaryOps.WHERE:
-                result = np.where(values[0], values[1], values[2])
-            else:
-                fn = UFUNCS[op]
-                if out is not None and out.shape == node.shape:
-                    return fn(*values, out=out)
-                result = fn(*values)
+        if op is UnaryOps.CAST:
+            result = values[0].astype(node.dtype)
+        elif op is TernaryOps.WHERE:
+            result = np.where(values[0], values[1], values[2])
+        else:
+            fn = UFUNCS[op]
+            if out is not None and out.shape == node.shape:
+                return fn(*values, out=out)
+            result = fn(*values)
         if out is not None:
             out[...] = result
             return out

@@ -173,6 +173,11 @@ class Tensor:
     def numpy(self) -> np.ndarray:
         return self.lazydata.numpy()
 
+    def __array__(self, dtype=None, copy=None):
+        """Lets numpy and matplotlib take a Tensor directly (np.asarray(t), plt.plot(t))."""
+        array = self.numpy()
+        return array.astype(dtype) if dtype is not None else array
+
     def item(self):
         if self.numel() != 1:
             raise ValueError(f"item() needs a tensor with one element, this one has shape {self.shape}")

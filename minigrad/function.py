@@ -30,9 +30,10 @@ class Function:
     def apply(cls, *tensors, **kwargs):
         from .tensor import Tensor
         ctx = cls(*tensors)
-        if not Tensor.grad_enabled:
+        result = ctx.forward(*[t.lazydata for t in tensors], **kwargs)
+        if not Tensor.grad_enabled or result.dtype.kind != "f":   # comparisons, int casts: no gradient
             ctx.requires_grad, ctx.parents = False, ()
-        out = Tensor(ctx.forward(*[t.lazydata for t in tensors], **kwargs), requires_grad=ctx.requires_grad)
+        out = Tensor(result, requires_grad=ctx.requires_grad)
         if ctx.requires_grad:
             out._ctx = ctx
         return out

@@ -7,6 +7,7 @@ name (e.g. "pocl", "nvidia"); by default the first GPU found, else the first oth
 """
 import os
 import time
+import warnings
 from collections import defaultdict
 
 import numpy as np
@@ -123,7 +124,13 @@ class OpenCLBackend(Backend):
     def _compile(self, source: str):
         kernel = self.programs.get(source)
         if kernel is None:
-            program = self.cl.Program(self.context, source).build()
+            with warnings.catch_warnings():          # drivers chat in their build logs; DEBUG=3 shows them
+                warnings.simplefilter("ignore", self.cl.CompilerWarning)
+                program = self.cl.Program(self.context, source).build()
+            if debug.DEBUG >= 3:
+                log = program.get_build_info(self.device, self.cl.program_build_info.LOG).strip()
+                if log:
+                    print(f"build log:\n{log}")
             kernel = program.all_kernels()[0]
             self.programs[source] = kernel
         return kernel

@@ -70,7 +70,7 @@ def _decide_materialized(order: List[LazyBuffer], targets) -> set:
         if op is LoadOps.CONST:
             depth[id(node)] = 0
             continue
-        if not (is_elementwise(op) or op is LoadOps.CONTIGUOUS) or anomaly:
+        if not is_elementwise(op) or anomaly:
             materialize.add(id(node))
         if is_elementwise(op) and consumers.get(id(node), 0) > 1:
             materialize.add(id(node))

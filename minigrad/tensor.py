@@ -412,6 +412,9 @@ class Tensor:
     def pow(self, exponent, reverse=False):
         if reverse:                                   # number ** tensor
             return (self * math.log(exponent)).exp()
+        if isinstance(exponent, Tensor):
+            x, y = self._broadcasted(exponent)
+            return (x.log() * y).exp()
         if isinstance(exponent, (int, float)) and float(exponent).is_integer() and abs(exponent) <= 16:
             n = int(exponent)
             result, base, k = None, self, abs(n)

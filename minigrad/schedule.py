@@ -119,14 +119,11 @@ def _lower(node: LazyBuffer, materialize: set, inputs: List[LazyBuffer]) -> Op:
             srcs.append(load(s, view))
         return Op(b.op, tuple(srcs), b.arg, b.dtype, tuple(shape))
 
-    if node.op in (LoadOps.CONTIGUOUS, LoadOps.CONST) or isinstance(node.op, (ReduceOps, SpecialOps)) \
-            or node.op in (LoadOps.RAND, LoadOps.COPY) or is_elementwise(node.op):
-        if node.op is LoadOps.CONTIGUOUS:
-            return load(node.srcs[0], node.srcs[0].view)
-        if node.op is LoadOps.CONST:
-            return Const(node.arg, node.dtype)
-        return Op(node.op, tuple(load(s, s.view) for s in node.srcs), node.arg, node.dtype, node.shape)
-    raise RuntimeError(f"cannot schedule {node}")
+    if node.op is LoadOps.CONTIGUOUS:             # a copy: the kernel is just its source read in order
+        return load(node.srcs[0], node.srcs[0].view)
+    if node.op is LoadOps.CONST:                  # a constant asked for as a buffer: a fill
+        return Const(node.arg, node.dtype)
+    return Op(node.op, tuple(load(s, s.view) for s in node.srcs), node.arg, node.dtype, node.shape)
 
 
 def create_schedule(targets: List[LazyBuffer]) -> List[Kernel]:

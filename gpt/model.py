@@ -1,0 +1,305 @@
+"""A GPT decoder written with minigrad's Tensor ops only.
+
+Notation follows the reference texts: B batch, T sequence length, D embedding width,
+H heads (each of width D/H), V vocabulary size, L blocks.  One block maps X to
+
+    Z1 = LN(X)                  pre-LayerNorm
+    Z2 = MaskedMultiHead(Z1)    every position mixes in the values of itself and earlier ones
+    Z3 = X + Z2                 residual
+    Z4 = LN(Z3)
+    Z5 = FFN(Z4)                D -> 4D -> D with GELU, applied to each position alone
+    out = Z3 + Z5               residual
+
+Parameter names are GPT-2's (wte, wpe, h.{i}.attn.c_attn, ...), so state_dict() lines up
+with Hugging Face checkpoints (see gpt/hf.py for the loader).
+"""
+import math
+from dataclasses import asdict, dataclass
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from minigrad import Tensor, no_grad, realize
+from minigrad.nn import Dropout, Embedding, LayerNorm, Linear, Module
+
+from .optimizer import DecayGroupsAdamW
+
+ACTIVATIONS = ("gelu", "gelu_tanh")
+KVCache = List[Tuple[Tensor, Tensor]]   # one (K, V) pair per block, each (B, H, S, D/H)
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int            # V
+    block_size: int            # the longest context, so wpe has this many rows
+    n_layer: int               # L
+    n_head: int                # H
+    n_embd: int                # D
+    dropout: float = 0.0
+    bias: bool = True          # biases in the Linear and LayerNorm layers
+    activation: str = "gelu"   # "gelu": exact, through erf; "gelu_tanh": GPT-2's tanh approximation
+    layer_norm_eps: float = 1e-5
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {getattr(self, name)}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
+                             f"each head gets D/H dimensions")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class CausalSelfAttention(Module):
+    """Masked multi-head self-attention: position t may only read positions <= t."""
+
+    def __init__(self, config: GPTConfig):
+        D = config.n_embd
+        self.n_head = config.n_head
+        self.c_attn = Linear(D, 3 * D, bias=config.bias)    # Q, K and V projections side by side
+        self.c_proj = Linear(D, D, bias=config.bias)        # merges the heads back into D
+        self.attn_dropout = Dropout(config.dropout)
+        self.resid_dropout = Dropout(config.dropout)
+        self._masks = {}
+
+    def causal_mask(self, T: int, S: int, device: str) -> Tensor:
+        """(T, S) bool, True where query i (at absolute position S - T + i) would see a later key."""
+        key = (T, S, device)
+        if key not in self._masks:
+            future = np.triu(np.ones((T, S), dtype=bool), k=S - T + 1)
+            self._masks[key] = Tensor(future, device=device).realize()
+        return self._masks[key]
+
+    def forward(self, x: Tensor, past: Optional[Tuple[Tensor, Tensor]] = None):
+        """x (B, T, D) -> (y (B, T, D), (K, V)).  With `past` (cached K, V of the positions
+        before these T), the new keys and values are appended to it, so generation feeds
+        one new position at a time instead of the whole prefix."""
+        B, T, D = x.shape
+        H = self.n_head
+        qkv = self.c_attn(x)                                                 # (B, T, 3D)
+        q, k, v = qkv[:, :, :D], qkv[:, :, D:2 * D], qkv[:, :, 2 * D:]       # 3 x (B, T, D)
+        q = q.reshape(B, T, H, D // H).transpose(1, 2)                       # (B, H, T, D/H)
+        k = k.reshape(B, T, H, D // H).transpose(1, 2)                       # (B, H, T, D/H)
+        v = v.reshape(B, T, H, D // H).transpose(1, 2)                       # (B, H, T, D/H)
+        if past is not None:
+            k = Tensor.cat(past[0], k, axis=2)                               # (B, H, S, D/H), S = past + T
+            v = Tensor.cat(past[1], v, axis=2)                               # (B, H, S, D/H)
+        S = k.shape[2]
+        # scaled dot products: how much query i looks at key j, before the mask
+        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(D // H))      # (B, H, T, S)
+        scores = scores.masked_fill(self.causal_mask(T, S, x.device), float("-inf"))
+        weights = self.attn_dropout(scores.softmax(-1))                      # (B, H, T, S), rows sum to 1
+        y = weights @ v                                                      # (B, H, T, D/H)
+        y = y.transpose(1, 2).reshape(B, T, D)                               # (B, T, D): heads side by side
+        return self.resid_dropout(self.c_proj(y)), (k, v)
+
+
+class MLP(Module):
+    """The position-wise FFN: widen to 4D, GELU, project back to D."""
+
+    def __init__(self, config: GPTConfig):
+        D = config.n_embd
+        self.c_fc = Linear(D, 4 * D, bias=config.bias)
+        self.c_proj = Linear(4 * D, D, bias=config.bias)
+        self.dropout = Dropout(config.dropout)
+        self.approximate = "tanh" if config.activation == "gelu_tanh" else "none"
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.c_fc(x).gelu(approximate=self.approximate)                 # (B, T, 4D)
+        return self.dropout(self.c_proj(h))                                  # (B, T, D)
+
+
+class Block(Module):
+    """One pre-LayerNorm decoder block (the Z1..Z5 steps above)."""
+
+    def __init__(self, config: GPTConfig):
+        self.ln_1 = LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: Tensor, past=None):
+        z2, kv = self.attn(self.ln_1(x), past)    # Z1 = LN(X), Z2 = MaskedMultiHead(Z1)
+        z3 = x + z2
+        z5 = self.mlp(self.ln_2(z3))              # Z4 = LN(Z3), Z5 = FFN(Z4)
+        return z3 + z5, kv
+
+
+class GPT(Module):
+    def __init__(self, config: GPTConfig, device: Optional[str] = None):
+        self.config = config
+        V, T, D = config.vocab_size, config.block_size, config.n_embd
+        self.wte = Embedding(V, D)          # token embeddings, also the output head (tied)
+        self.wpe = Embedding(T, D)          # learned position embeddings
+        self.drop = Dropout(config.dropout)
+        self.h = [Block(config) for _ in range(config.n_layer)]
+        self.ln_f = LayerNorm(D, eps=config.layer_norm_eps, bias=config.bias)
+        self._init_weights(device)
+
+    # ---- initialization ---------------------------------------------------------------
+    def _init_weights(self, device: Optional[str]) -> None:
+        """GPT-2's init: N(0, 0.02) for every weight matrix and embedding, zero biases, unit
+        LayerNorm gains.  The two projections that write into the residual stream in each
+        block get std 0.02/sqrt(2L): 2L of them add up, so the stream's variance stays put."""
+        residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
+
+        def param(t: Tensor) -> Tensor:
+            t = t.realize()
+            t.requires_grad = True
+            return t
+
+        for name, module in self.named_modules():
+            if isinstance(module, (Linear, Embedding)):
+                std = residual_std if name.endswith("c_proj") else 0.02
+                module.weight = param(Tensor.randn(*module.weight.shape, device=device) * std)
+            if isinstance(module, (Linear, LayerNorm)) and module.bias is not None:
+                module.bias = param(Tensor.zeros(*module.bias.shape, device=device).contiguous())
+            if isinstance(module, LayerNorm):
+                module.weight = param(Tensor.ones(*module.weight.shape, device=device).contiguous())
+
+    def named_modules(self, prefix: str = ""):
+        """Every sub-module with its dotted name ("h.0.attn.c_proj"), parents first."""
+        out = [(prefix, self)]
+        stack = [(prefix, self)]
+        while stack:
+            name, module = stack.pop(0)
+            for child_name, child in module._children():
+                if isinstance(child, Module):
+                    full = f"{name}.{child_name}" if name else child_name
+                    out.append((full, child))
+                    stack.append((full, child))
+        return out
+
+    @property
+    def device(self) -> str:
+        return self.wte.weight.device
+
+    # ---- forward ------------------------------------------------------------------------
+    def check_input(self, idx: Tensor, offset: int = 0) -> None:
+        """Errors that name the problem, instead of a shape error deep inside a block."""
+        if not isinstance(idx, Tensor):
+            raise TypeError(f"idx must be a minigrad Tensor of token ids, got {type(idx).__name__}")
+        if idx.ndim != 2:
+            raise ValueError(f"idx must have shape (B, T), got {idx.shape}")
+        if idx.dtype.kind not in "iu":
+            raise TypeError(f"idx must hold integer token ids, got dtype {idx.dtype}")
+        T, block = idx.shape[1], self.config.block_size
+        if offset + T > block:
+            raise ValueError(f"sequence of length {offset + T} is longer than block_size {block}: "
+                             f"the model has position embeddings for {block} positions only")
+        ids = idx.numpy()
+        V = self.config.vocab_size
+        if ids.size and (ids.min() < 0 or ids.max() >= V):
+            bad = sorted(set(ids[(ids < 0) | (ids >= V)].tolist()))[:10]
+            raise ValueError(f"token ids {bad} are out of range for vocab_size {V} (valid: 0..{V - 1})")
+
+    def _hidden(self, idx: Tensor, offset: int = 0, past: Optional[KVCache] = None):
+        """Token ids (B, T) at positions offset..offset+T-1 -> final hidden states (B, T, D)
+        and the K, V of every block (for the cache)."""
+        T = idx.shape[1]
+        pos = Tensor.arange(offset, offset + T, device=idx.device)          # (T,)
+        x = self.wte(idx) + self.wpe(pos)                                    # (B, T, D) + (T, D) -> (B, T, D)
+        x = self.drop(x)
+        cache = []
+        for i, block in enumerate(self.h):
+            x, kv = block(x, None if past is None else past[i])            # (B, T, D)
+            cache.append(kv)
+        return self.ln_f(x), cache                                          # (B, T, D)
+
+    def forward(self, idx: Tensor, targets: Optional[Tensor] = None):
+        """idx (B, T) token ids -> logits (B, T, V), and the mean cross-entropy against
+        targets (B, T) when they are given (else None)."""
+        self.check_input(idx)
+        B, T = idx.shape
+        x, _ = self._hidden(idx)                                             # (B, T, D)
+        logits = x @ self.wte.weight.T                                       # (B, T, V): tied head, W_s = W_e^T
+        if targets is None:
+            return logits, None
+        if not isinstance(targets, Tensor):
+            targets = Tensor(np.asarray(targets), device=idx.device)
+        if targets.shape != (B, T):
+            raise ValueError(f"targets must have the shape of idx {(B, T)}, got {targets.shape}")
+        V = self.config.vocab_size
+        loss = logits.reshape(B * T, V).cross_entropy(targets.reshape(B * T))  # (B*T, V) vs (B*T,) -> ()
+        return logits, loss
+
+    # ---- training helpers -----------------------------------------------------------------
+    def configure_optimizer(self, weight_decay: float, lr: float, betas=(0.9, 0.999)) -> DecayGroupsAdamW:
+        """AdamW that decays only the 2-D weights (matmul weights, embeddings); biases and
+        LayerNorm gains are left alone, as in GPT-2 and nanoGPT."""
+        params = self.named_parameters()
+        decay = [p for _, p in params if p.ndim >= 2]
+        no_decay = [p for _, p in params if p.ndim < 2]
+        return DecayGroupsAdamW(decay, no_decay, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+
+    def num_parameters(self, non_embedding: bool = True) -> int:
+        """Parameter count; by default without the position table (the token table is the
+        head too, so it counts), as nanoGPT reports it."""
+        n = super().num_parameters()
+        return n - self.wpe.weight.numel() if non_embedding else n
+
+    # ---- generation ---------------------------------------------------------------------------
+    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: Optional[int] = None,
+                 seed: Optional[int] = None) -> np.ndarray:
+        """Extend idx (B, T0) by max_new_tokens sampled tokens; returns (B, T0 + new) ids.
+
+        Keys and values of past positions are cached, so each new token runs the model on one
+        position.  Learned positions tie the cache to absolute positions, so once the context
+        holds block_size tokens the window slides by one and the cache is filled again from
+        the cropped window (what a model without a cache would see as well)."""
+        from .sampling import sample_next
+        ids = np.asarray(idx.numpy() if isinstance(idx, Tensor) else idx, dtype=np.int64)
+        if ids.ndim == 1:
+            ids = ids[None, :]
+        if ids.ndim != 2 or ids.shape[1] == 0:
+            raise ValueError(f"generate needs a prompt of shape (B, T) with T >= 1, got {ids.shape}")
+        rng = np.random.default_rng(seed)
+        block = self.config.block_size
+        was_training = self.training
+        self.eval()
+        try:
+            with no_grad():
+                cache, length = None, 0
+                for _ in range(max_new_tokens):
+                    if cache is None or length == block:          # (re)fill the cache from the window
+                        window = ids[:, -block:]
+                        logits, cache = self._step(window, 0, None)
+                        length = window.shape[1]
+                    else:                                         # one new position at `length`
+                        logits, cache = self._step(ids[:, -1:], length, cache)
+                        length += 1
+                    next_ids = sample_next(logits, temperature, top_k, rng)      # (B,)
+                    ids = np.concatenate([ids, next_ids[:, None]], axis=1)       # (B, T + 1)
+        finally:
+            self.train(was_training)
+        return ids
+
+    def _step(self, ids: np.ndarray, offset: int, past: Optional[KVCache]):
+        """Run positions offset..offset+T-1 over the cached past: last position's logits
+        (B, V) as numpy, and the grown cache (realized, so graphs do not pile up)."""
+        idx = Tensor(ids, device=self.device)                               # (B, T)
+        self.check_input(idx, offset)
+        x, cache = self._hidden(idx, offset, past)                          # (B, T, D)
+        logits = x[:, -1, :] @ self.wte.weight.T                            # (B, V)
+        flat = [t for kv in cache for t in kv]
+        realize(logits, *flat)
+        cache = [(k.detach(), v.detach()) for k, v in cache]
+        return logits.numpy(), cache
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path: str, **overrides) -> "GPT":
+        """Load a Hugging Face GPT-2 directory (config.json + model.safetensors), offline."""
+        from .hf import load_hf_gpt2
+        return load_hf_gpt2(cls, path, **overrides)
+
+    def save_pretrained(self, path: str) -> None:
+        """Write a Hugging Face GPT-2 directory that transformers can load."""
+        from .hf import save_hf_gpt2
+        save_hf_gpt2(self, path)

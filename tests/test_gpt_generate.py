@@ -1,0 +1,97 @@
+"""Generation: the KV cache gives the same tokens as re-running the whole window every step
+(also once the context slides past block_size), and the sampler's top_k / temperature / seed."""
+import numpy as np
+import pytest
+
+from gpt.model import GPT, GPTConfig
+from gpt.sampling import sample_next
+from minigrad import Tensor, no_grad
+
+V, BLOCK = 17, 8
+
+
+def tiny() -> GPT:
+    Tensor.manual_seed(3)
+    model = GPT(GPTConfig(vocab_size=V, block_size=BLOCK, n_layer=2, n_head=2, n_embd=16))
+    # larger weights than GPT-2's init, so greedy decoding does not settle on one token at once
+    state = {k: v * 20 if v.ndim == 2 else v for k, v in model.state_dict().items()}
+    model.load_state_dict(state)
+    return model
+
+
+def generate_without_cache(model, ids, n):
+    """The reference: run the last block_size tokens through forward() for every new token."""
+    ids = np.array(ids)
+    with no_grad():
+        for _ in range(n):
+            logits, _ = model(Tensor(ids[:, -BLOCK:]))
+            ids = np.concatenate([ids, logits.numpy()[:, -1].argmax(-1)[:, None]], axis=1)
+    return ids
+
+
+@pytest.mark.parametrize("prompt_len", [1, 3, BLOCK + 2])
+def test_kv_cache_matches_full_recomputation_greedy(prompt_len):
+    model = tiny()
+    prompt = np.random.default_rng(prompt_len).integers(0, V, size=(2, prompt_len))
+    n = 2 * BLOCK + 3                                  # runs well past block_size: the window slides
+    cached = model.generate(prompt, n, top_k=1)
+    reference = generate_without_cache(model, prompt, n)
+    assert cached.shape == (2, prompt_len + n)
+    assert min(len(set(row[prompt_len:].tolist())) for row in reference) > 2, "degenerate reference"
+    np.testing.assert_array_equal(cached, reference)
+
+
+def test_cached_logits_equal_forward_logits():
+    """The cache's one-position steps give the logits forward() gives at that position."""
+    model = tiny()
+    ids = np.random.default_rng(0).integers(0, V, size=(1, BLOCK))
+    full, _ = model(Tensor(ids))
+    with no_grad():
+        logits, cache = model._step(ids[:, :3], 0, None)
+        steps = [logits]
+        for t in range(3, BLOCK):
+            logits, cache = model._step(ids[:, t:t + 1], t, cache)
+            steps.append(logits)
+    np.testing.assert_allclose(np.stack(steps, 1)[0], full.numpy()[0, 2:], atol=1e-5)
+
+
+def test_generate_leaves_training_mode_as_it_was():
+    model = tiny()
+    model.generate(np.zeros((1, 1), dtype=np.int64), 2, top_k=1)
+    assert model.training
+    model.eval()
+    model.generate(np.zeros((1, 1), dtype=np.int64), 2, top_k=1)
+    assert not model.training
+
+
+def test_sampling_is_reproducible_with_a_seed():
+    model = tiny()
+    prompt = np.zeros((1, 2), dtype=np.int64)
+    a = model.generate(prompt, 10, temperature=1.5, seed=5)
+    b = model.generate(prompt, 10, temperature=1.5, seed=5)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_top_k_samples_only_among_the_k_largest():
+    logits = np.array([[0.0, 3.0, 1.0, 2.9, -1.0]])
+    rng = np.random.default_rng(0)
+    picks = {int(sample_next(logits, 1.0, 2, rng)[0]) for _ in range(200)}
+    assert picks == {1, 3}
+
+
+def test_greedy_and_temperature_zero_take_the_argmax():
+    logits = np.array([[0.0, 3.0, 1.0], [5.0, 1.0, 2.0]])
+    np.testing.assert_array_equal(sample_next(logits, 1.0, 1), [1, 0])
+    np.testing.assert_array_equal(sample_next(logits, 0.0, None), [1, 0])
+
+
+def test_sampling_follows_the_softmax():
+    logits = np.log(np.array([[0.2, 0.5, 0.3]]))
+    rng = np.random.default_rng(0)
+    counts = np.bincount([sample_next(logits, 1.0, None, rng)[0] for _ in range(4000)], minlength=3)
+    np.testing.assert_allclose(counts / 4000, [0.2, 0.5, 0.3], atol=0.03)
+
+
+def test_generate_rejects_out_of_range_prompts():
+    with pytest.raises(ValueError, match="out of range"):
+        tiny().generate(np.array([[V]]), 1)

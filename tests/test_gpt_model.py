@@ -1,0 +1,184 @@
+"""The GPT model: the forward pass against a PyTorch oracle, causality (of values and of
+gradients), initialization, weight-decay groups, input errors, and that it can learn."""
+import math
+
+import numpy as np
+import pytest
+
+from gpt.model import GPT, GPTConfig
+from minigrad import Tensor
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+V, T, L, H, D = 13, 8, 2, 2, 16
+
+
+def tiny(**kw) -> GPT:
+    Tensor.manual_seed(kw.pop("seed", 0))
+    return GPT(GPTConfig(vocab_size=V, block_size=T, n_layer=L, n_head=H, n_embd=D, **kw))
+
+
+def ids(shape, seed=0, high=V):
+    return np.random.default_rng(seed).integers(0, high, size=shape)
+
+
+def torch_gpt(state, idx, targets, activation="none", eps=1e-5):
+    """The same decoder written directly in PyTorch from the state dict: the oracle."""
+    P = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in state.items()}
+    B, T_ = idx.shape
+    x = P["wte.weight"][torch.tensor(idx)] + P["wpe.weight"][:T_]
+    mask = torch.triu(torch.ones(T_, T_, dtype=torch.bool), 1)
+    for i in range(L):
+        p = lambda n: P[f"h.{i}.{n}"]  # noqa: E731
+        z = F.layer_norm(x, (D,), p("ln_1.weight"), p("ln_1.bias"), eps)
+        q, k, v = F.linear(z, p("attn.c_attn.weight"), p("attn.c_attn.bias")).split(D, 2)
+        q, k, v = (t.view(B, T_, H, D // H).transpose(1, 2) for t in (q, k, v))
+        att = ((q @ k.transpose(-2, -1)) / math.sqrt(D // H)).masked_fill(mask, float("-inf")).softmax(-1)
+        x = x + F.linear((att @ v).transpose(1, 2).reshape(B, T_, D), p("attn.c_proj.weight"), p("attn.c_proj.bias"))
+        z = F.layer_norm(x, (D,), p("ln_2.weight"), p("ln_2.bias"), eps)
+        h = F.gelu(F.linear(z, p("mlp.c_fc.weight"), p("mlp.c_fc.bias")), approximate=activation)
+        x = x + F.linear(h, p("mlp.c_proj.weight"), p("mlp.c_proj.bias"))
+    x = F.layer_norm(x, (D,), P["ln_f.weight"], P["ln_f.bias"], eps)
+    logits = x @ P["wte.weight"].T
+    loss = F.cross_entropy(logits.reshape(B * T_, -1), torch.tensor(targets).reshape(-1))
+    loss.backward()
+    return logits.detach().numpy(), loss.item(), {k: t.grad.numpy() for k, t in P.items()}
+
+
+@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh"])
+def test_forward_and_gradients_match_pytorch(activation):
+    model = tiny(activation=activation)
+    x, y = ids((3, T), 1), ids((3, T), 2)
+    logits, loss = model(Tensor(x), Tensor(y))
+    loss.backward()
+    ref_logits, ref_loss, ref_grads = torch_gpt(model.state_dict(), x, y,
+                                                "tanh" if activation == "gelu_tanh" else "none")
+    assert logits.shape == (3, T, V)
+    np.testing.assert_allclose(logits.numpy(), ref_logits, atol=1e-5, err_msg="logits differ from PyTorch")
+    assert loss.item() == pytest.approx(ref_loss, abs=1e-5)
+    for name, p in model.named_parameters():
+        np.testing.assert_allclose(p.grad.numpy(), ref_grads[name], atol=2e-5, err_msg=f"gradient of {name}")
+
+
+def test_parameter_names_are_gpt2s_and_head_is_tied():
+    names = set(tiny().state_dict())
+    expected = {"wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias"}
+    for i in range(L):
+        for part in ("ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj"):
+            expected |= {f"h.{i}.{part}.weight", f"h.{i}.{part}.bias"}
+    assert names == expected, f"extra: {names - expected}, missing: {expected - names}"
+    assert tiny().state_dict()["h.0.attn.c_attn.weight"].shape == (3 * D, D)     # Linear's (out, in)
+
+
+def test_no_bias_config_has_no_bias_parameters():
+    assert not [n for n in tiny(bias=False).state_dict() if n.endswith(".bias")]
+
+
+def test_changing_later_tokens_leaves_earlier_logits_unchanged():
+    model = tiny()
+    x = ids((2, T), 3)
+    t = 4
+    changed = x.copy()
+    changed[:, t + 1:] = (changed[:, t + 1:] + 1 + ids((2, T - t - 1), 4, V - 1)) % V    # every later token differs
+    a, _ = model(Tensor(x))
+    b, _ = model(Tensor(changed))
+    np.testing.assert_allclose(a.numpy()[:, :t + 1], b.numpy()[:, :t + 1], atol=1e-6,
+                               err_msg="logits at positions <= t moved when only later tokens changed")
+    assert np.abs(a.numpy()[:, t + 1:] - b.numpy()[:, t + 1:]).max() > 1e-4, "later logits should change"
+
+
+def test_loss_at_position_t_has_no_gradient_from_later_positions():
+    """Position embeddings of later positions get zero gradient from position t's loss."""
+    model = tiny()
+    x, t = ids((2, T), 5), 3
+    logits, _ = model(Tensor(x))
+    loss = logits[:, t, :].cross_entropy(Tensor(ids((2,), 6)))
+    loss.backward()
+    g = model.wpe.weight.grad.numpy()                                   # (T, D)
+    assert np.abs(g[t + 1:]).max() == 0.0, f"later positions got gradient {np.abs(g[t + 1:]).max()}"
+    assert np.abs(g[:t + 1]).min(axis=1).max() > 0, "positions <= t should get gradient"
+
+
+def test_hidden_state_at_t_has_no_gradient_from_tokens_used_only_later():
+    """Token-embedding rows used only after t get zero gradient (measured before the tied head,
+    which touches every row of wte by design)."""
+    model = tiny()
+    t = 3
+    x = np.array([[0, 1, 2, 3, 7, 8, 9, 10]])                           # tokens 7..10 only after t
+    hidden, _ = model._hidden(Tensor(x))                                  # (1, T, D)
+    (hidden[:, t, :] * Tensor(np.random.default_rng(0).normal(size=(1, D)).astype(np.float32))).sum().backward()
+    g = model.wte.weight.grad.numpy()
+    assert np.abs(g[[7, 8, 9, 10]]).max() == 0.0
+    assert np.abs(g[[0, 1, 2, 3]]).min(axis=1).max() > 0
+
+
+def test_init_follows_gpt2():
+    model = GPT(GPTConfig(vocab_size=64, block_size=32, n_layer=4, n_head=2, n_embd=64))
+    state = model.state_dict()
+    assert state["h.0.mlp.c_fc.weight"].std() == pytest.approx(0.02, rel=0.1)
+    assert state["wte.weight"].std() == pytest.approx(0.02, rel=0.1)
+    for name in ("h.0.attn.c_proj.weight", "h.3.mlp.c_proj.weight"):
+        assert state[name].std() == pytest.approx(0.02 / math.sqrt(2 * 4), rel=0.1), name
+    assert not state["h.1.attn.c_attn.bias"].any() and (state["h.2.ln_1.weight"] == 1).all()
+
+
+def test_same_seed_same_weights():
+    a, b = tiny(seed=7).state_dict(), tiny(seed=7).state_dict()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["wte.weight"], tiny(seed=8).state_dict()["wte.weight"])
+
+
+def test_weight_decay_only_on_2d_weights():
+    """With zero gradients AdamW's step is decay alone: 2-D weights shrink, 1-D ones stay."""
+    model = tiny()
+    before = model.state_dict()
+    opt = model.configure_optimizer(weight_decay=0.5, lr=0.1)
+    for p in model.parameters():
+        p.grad = Tensor.zeros(*p.shape)
+    opt.step()
+    after = model.state_dict()
+    for name in before:
+        if before[name].ndim == 2:
+            np.testing.assert_allclose(after[name], before[name] * (1 - 0.1 * 0.5), rtol=1e-6, err_msg=name)
+        else:
+            np.testing.assert_array_equal(after[name], before[name], err_msg=name)
+
+
+def test_too_long_sequence_is_a_clear_error():
+    with pytest.raises(ValueError, match="longer than block_size 8"):
+        tiny()(Tensor(ids((1, T + 1))))
+
+
+@pytest.mark.parametrize("bad", [V, -1])
+def test_token_out_of_range_is_a_clear_error(bad):
+    x = ids((2, T))
+    x[1, 3] = bad
+    with pytest.raises(ValueError, match=rf"token ids \[{bad}\] are out of range for vocab_size {V}"):
+        tiny()(Tensor(x))
+
+
+def test_targets_of_wrong_shape_are_an_error():
+    with pytest.raises(ValueError, match="targets must have the shape"):
+        tiny()(Tensor(ids((2, T))), Tensor(ids((2, T - 1))))
+
+
+def test_bad_config_is_an_error():
+    with pytest.raises(ValueError, match="divisible by n_head"):
+        GPTConfig(vocab_size=5, block_size=4, n_layer=1, n_head=3, n_embd=16)
+    with pytest.raises(ValueError, match="activation"):
+        GPTConfig(vocab_size=5, block_size=4, n_layer=1, n_head=2, n_embd=16, activation="relu")
+
+
+def test_overfits_one_batch():
+    model = tiny()
+    x = ids((4, T), 9)
+    x[:, 0] = [0, 1, 2, 3]                # distinct first tokens: every (context, target) pair is unique
+    y = ids((4, T), 10)
+    opt = model.configure_optimizer(weight_decay=0.0, lr=2e-2, betas=(0.9, 0.99))
+    for _ in range(60):
+        _, loss = model(Tensor(x), Tensor(y))
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert loss.item() < 0.05, f"loss after 60 steps on one batch: {loss.item()}"

@@ -1,0 +1,6 @@
+"""python -m gpt train | sample | plot"""
+import sys
+
+from .cli import main
+
+sys.exit(main())

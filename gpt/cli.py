@@ -1,0 +1,187 @@
+"""Command line: `python -m gpt train | sample | plot` (also installed as `gpt`).
+
+Settings resolve in this order, later ones winning: TrainConfig's defaults, then --preset,
+then the flags you typed.  With --resume the checkpoint's own settings replace the
+defaults and the preset, and flags you type still win (e.g. a larger --max-iters).
+"""
+import argparse
+import dataclasses
+import os
+import sys
+from typing import List, Optional
+
+from .train import MODEL_FIELDS, PRESETS, TrainConfig
+
+HELP = {
+    "n_layer": "L, the number of decoder blocks",
+    "n_head": "H, attention heads per block (must divide --n-embd)",
+    "n_embd": "D, the width of token vectors",
+    "block_size": "T, the context length in characters (also the size of the position table)",
+    "dropout": "dropout probability on embeddings, attention weights and residual branches (0 disables)",
+    "bias": "use biases in Linear and LayerNorm layers (--no-bias drops them)",
+    "data": "a UTF-8 text file, 'shakespeare' (Tiny Shakespeare, downloaded once; see MINIGRAD_DATA) "
+            "or 'pystdlib' (Python's own standard-library source: no network needed)",
+    "batch_size": "B, sequences per training step",
+    "max_iters": "training steps in total (a resumed run continues up to this number)",
+    "lr": "peak learning rate, reached after warmup",
+    "min_lr": "learning rate at the end of the cosine decay",
+    "warmup_iters": "steps of linear warmup from ~0 to --lr",
+    "lr_decay_iters": "step at which the cosine decay reaches --min-lr (default: --max-iters)",
+    "weight_decay": "AdamW decoupled weight decay, applied to 2-D weights only",
+    "beta1": "AdamW beta1 (momentum of the gradient average)",
+    "beta2": "AdamW beta2 (momentum of the squared-gradient average)",
+    "grad_clip": "clip the global gradient norm to this value (0 disables)",
+    "eval_interval": "evaluate both splits, log, plot and checkpoint every this many steps",
+    "eval_iters": "batches averaged per split at each evaluation",
+    "seed": "seed for weights, dropout and batch sampling (the same seed gives the same run)",
+    "out_dir": "folder for log.jsonl, loss.png and the best/ and last/ checkpoints",
+    "device": "minigrad backend: numpy (CPU, always there) or cl (OpenCL)",
+}
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field; unset flags stay absent (SUPPRESS), so we can tell
+    which ones were typed and let them override the preset."""
+    p.add_argument("--preset", choices=sorted(PRESETS), default=argparse.SUPPRESS,
+                   help="a named set of settings that flags typed after it can override: " +
+                        "; ".join(f"{name}: " + ", ".join(f"{k}={v}" for k, v in preset.items())
+                                  for name, preset in PRESETS.items()))
+    defaults = TrainConfig()
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        default = getattr(defaults, field.name)
+        help_text = f"{HELP[field.name]} (default: {default})"
+        if field.type in (bool, "bool"):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+        elif field.name == "device":
+            p.add_argument(flag, choices=["numpy", "cl"], default=argparse.SUPPRESS, help=help_text)
+        else:
+            kind = {"n_layer": int, "n_head": int, "n_embd": int, "block_size": int, "batch_size": int,
+                    "max_iters": int, "warmup_iters": int, "lr_decay_iters": int, "eval_interval": int,
+                    "eval_iters": int, "seed": int, "data": str, "out_dir": str}.get(field.name, float)
+            p.add_argument(flag, type=kind, default=argparse.SUPPRESS, metavar=field.name.upper(), help=help_text)
+    p.add_argument("--resume", action="store_true",
+                   help="continue from <out-dir>/last with its settings, weights, optimizer and RNG states")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (eval lines are still printed)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpt", description="Train, sample and plot a character-level GPT "
+                                     "built on minigrad.")
+    sub = parser.add_subparsers(dest="command", metavar="{train,sample,plot}")
+    sub.required = True
+
+    p = sub.add_parser("train", help="train a model", description="Train a character-level GPT. " + __doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_train_flags(p)
+
+    p = sub.add_parser("sample", help="generate text from a checkpoint",
+                       description="Generate text from a trained checkpoint with a KV cache.")
+    p.add_argument("--out-dir", "--ckpt", dest="out_dir", default="out",
+                   help="a training --out-dir (its best/ checkpoint is used, else last/) or a checkpoint folder")
+    p.add_argument("--prompt", default="\n", help="text to continue (every character must be in the vocabulary)")
+    p.add_argument("--num-tokens", type=int, default=500, help="characters to generate")
+    p.add_argument("--num-samples", type=int, default=1, help="independent samples to draw")
+    p.add_argument("--temperature", type=float, default=0.8, help="below 1 is more conservative, above 1 more random")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely characters only (1: greedy)")
+    p.add_argument("--seed", type=int, default=1337, help="seed for sampling")
+    p.add_argument("--device", choices=["numpy", "cl"], default="numpy", help="minigrad backend")
+
+    p = sub.add_parser("plot", help="plot loss curves of one or more runs",
+                       description="Plot train and val loss of one or more training runs in one figure.")
+    p.add_argument("runs", nargs="+", help="training --out-dir folders (each holds a log.jsonl)")
+    p.add_argument("--out", default="loss.png", help="output file; .png or .svg")
+    p.add_argument("--names", nargs="+", default=None, help="legend names (default: the folder names)")
+    p.add_argument("--title", default=None, help="figure title")
+    return parser
+
+
+def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
+    """Defaults <- preset <- typed flags; on --resume the checkpoint's settings replace the defaults."""
+    typed = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    values = dataclasses.asdict(TrainConfig())
+    if getattr(args, "resume", False):
+        from .checkpoint import read_state, resolve
+        out_dir = typed.get("out_dir", values["out_dir"])
+        saved = read_state(resolve(os.path.join(out_dir, "last")))["train_config"]
+        for name in MODEL_FIELDS:
+            if name in typed and name != "dropout" and typed[name] != saved[name]:
+                raise ValueError(f"--{name.replace('_', '-')} {typed[name]} differs from the checkpoint's "
+                                 f"{saved[name]}; a resumed run keeps the model's shape")
+        values.update(saved)
+    if hasattr(args, "preset") and not getattr(args, "resume", False):
+        values.update(PRESETS[args.preset])
+    values.update(typed)
+    cfg = TrainConfig(**values)
+    for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "eval_interval", "eval_iters"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.max_iters < 0:
+        raise ValueError(f"--max-iters must be >= 0, got {cfg.max_iters}")
+    return cfg
+
+
+def cmd_train(args) -> int:
+    from .train import train
+    cfg = resolve_train_config(args)
+    summary = train(cfg, resume=args.resume, progress=not args.no_progress)
+    if summary["status"] == "interrupted":
+        print(f"stopped at iteration {summary['iter']}; continue with: python -m gpt train --out-dir "
+              f"{cfg.out_dir} --resume", file=sys.stderr)
+        return 130
+    print(f"done: {summary['iter']} iterations, best val loss {summary['best_val_loss']:.4f}; "
+          f"checkpoints and loss.png in {cfg.out_dir}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from .checkpoint import load_checkpoint
+    model, tokenizer, meta = load_checkpoint(args.out_dir, device=args.device)
+    prompt = args.prompt if args.prompt else tokenizer.chars[0]
+    try:
+        start = tokenizer.encode(prompt)
+    except ValueError as e:
+        raise ValueError(f"the prompt has {e}; this model knows only the {tokenizer.vocab_size} characters "
+                         f"of its training text") from None
+    for i in range(args.num_samples):
+        seed = None if args.seed is None else args.seed + i
+        ids = model.generate(start[None, :], args.num_tokens, temperature=args.temperature, top_k=args.top_k,
+                             seed=seed)
+        print(tokenizer.decode(ids[0]))
+        if args.num_samples > 1:
+            print("-" * 40)
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from .plot import plot_runs
+    ext = os.path.splitext(args.out)[1].lower()
+    if ext not in (".png", ".svg"):
+        raise ValueError(f"--out must end in .png or .svg, got {args.out!r}")
+    if args.names and len(args.names) != len(args.runs):
+        raise ValueError(f"--names has {len(args.names)} names for {len(args.runs)} runs")
+    print(plot_runs(args.runs, args.out, names=args.names, title=args.title))
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point; returns the exit code.  Expected failures print one line, no traceback
+    (set GPT_TRACEBACK=1 to see one)."""
+    from .checkpoint import CheckpointError
+    from .data import DataError
+    from .train import TrainingStopped
+    args = build_parser().parse_args(argv)
+    handler = {"train": cmd_train, "sample": cmd_sample, "plot": cmd_plot}[args.command]
+    try:
+        return handler(args)
+    except TrainingStopped as e:
+        print(f"gpt {args.command}: {e}", file=sys.stderr)
+        return 1
+    except (DataError, CheckpointError, FileNotFoundError, ValueError) as e:
+        if os.environ.get("GPT_TRACEBACK"):
+            raise
+        print(f"gpt {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"gpt {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,250 @@
+"""The training loop: AdamW with warmup and cosine decay, gradient clipping, evaluation on
+both splits every eval_interval iterations, log.jsonl + loss.png, best/last checkpoints,
+exact resume, Ctrl-C that saves, and a stop (without saving) when the loss is not finite.
+
+Order of one iteration `it`, which is what makes resume exact:
+    1. set the learning rate for `it`
+    2. if it is an eval iteration: evaluate, log, plot, save best and last (state after eval)
+    3. stop if it == max_iters (or Ctrl-C was pressed: save last first)
+    4. one training step on a fresh batch; it += 1
+A checkpoint records `it` and whether step 2 already ran for it, plus every RNG state.
+"""
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+from tqdm import tqdm
+
+from minigrad import Tensor, no_grad
+from minigrad.optim import clip_grad_norm_, cosine_lr
+
+from .checkpoint import load_checkpoint, load_optimizer_state, resolve, save_checkpoint
+from .data import CharDataset, CharTokenizer, load_text
+from .model import GPT, GPTConfig
+from .plot import plot_runs
+
+MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias")
+
+
+@dataclass
+class TrainConfig:
+    """Every training setting, under nanoGPT's names (the CLI spells them with dashes)."""
+    # model
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 64
+    dropout: float = 0.0
+    bias: bool = True
+    # data
+    data: str = "shakespeare"
+    batch_size: int = 12
+    # optimizer and schedule
+    max_iters: int = 2000
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_iters: int = 100
+    lr_decay_iters: Optional[int] = None        # None: decay until max_iters
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0                      # 0 disables clipping
+    # evaluation, output, reproducibility
+    eval_interval: int = 250
+    eval_iters: int = 20
+    seed: int = 1337
+    out_dir: str = "out"
+    device: str = "numpy"
+
+
+PRESETS = {
+    # nanoGPT's "laptop" run of shakespeare_char: small enough for a CPU
+    "laptop": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, dropout=0.0, max_iters=2000,
+                   lr=1e-3, min_lr=1e-4, lr_decay_iters=2000, warmup_iters=100, beta2=0.99, eval_interval=250,
+                   eval_iters=20),
+    # nanoGPT's config/train_shakespeare_char.py: the "baby GPT" (a GPU is advisable)
+    "shakespeare-char": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=64, dropout=0.2,
+                             max_iters=5000, lr=1e-3, min_lr=1e-4, lr_decay_iters=5000, warmup_iters=100,
+                             beta2=0.99, eval_interval=250, eval_iters=200),
+    # a smoke test: seconds, not minutes
+    "tiny": dict(n_layer=2, n_head=2, n_embd=32, block_size=32, batch_size=8, dropout=0.0, max_iters=200,
+                 lr=3e-3, min_lr=3e-4, lr_decay_iters=200, warmup_iters=10, eval_interval=50, eval_iters=10),
+    # the README's first command: a couple of minutes on a laptop, on the offline corpus
+    "quickstart": dict(n_layer=2, n_head=4, n_embd=64, block_size=64, batch_size=16, dropout=0.0,
+                       max_iters=600, lr=2e-3, min_lr=2e-4, lr_decay_iters=600, warmup_iters=30,
+                       eval_interval=100, eval_iters=10, data="pystdlib"),
+}
+
+
+class TrainingStopped(Exception):
+    """The loss stopped being finite; raised with a message for the user."""
+
+
+class StopFlag:
+    """First Ctrl-C asks the loop to save and stop at the next safe point; a second one
+    interrupts at once (the default behaviour)."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = None
+
+    def _handler(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, self.previous or signal.default_int_handler)
+        tqdm.write("\nCtrl-C: saving the last checkpoint, then stopping (press again to abort at once)",
+                   file=sys.stderr)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def lr_at(cfg: TrainConfig, it: int) -> float:
+    decay_iters = cfg.lr_decay_iters if cfg.lr_decay_iters is not None else cfg.max_iters
+    return cosine_lr(it, cfg.lr, cfg.min_lr, cfg.warmup_iters, decay_iters)
+
+
+def estimate_loss(model: GPT, data: CharDataset, eval_iters: int, device: str) -> dict:
+    """Mean loss over eval_iters random batches of each split, without dropout."""
+    model.eval()
+    out = {}
+    with no_grad():
+        for split in ("train", "val"):
+            losses = []
+            for _ in range(eval_iters):
+                x, y = data.get_batch(split)
+                _, loss = model(Tensor(x, device=device), Tensor(y, device=device))
+                losses.append(loss.item())
+            out[split] = float(np.mean(losses))
+    model.train()
+    return out
+
+
+def _truncate_log(path: str, iter_num: int, evaluated: bool) -> None:
+    """Drop log rows a resumed run will write again (those after the checkpoint)."""
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    keep = [r for r in rows if r["iter"] < iter_num or (evaluated and r["iter"] == iter_num)]
+    with open(path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in keep)
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Run (or continue) training as configured; returns a summary dict."""
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    log_path = os.path.join(cfg.out_dir, "log.jsonl")
+    text, source = load_text(cfg.data)
+    state = {}
+    if resume:
+        model, tokenizer, state = load_checkpoint(os.path.join(cfg.out_dir, "last"), device=cfg.device)
+        ids = tokenizer.encode(text)
+    else:
+        tokenizer = CharTokenizer.from_text(text)
+        ids = tokenizer.encode(text)
+        Tensor.manual_seed(cfg.seed)
+        model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer,
+                              n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias),
+                    device=cfg.device)
+    data = CharDataset(ids, cfg.block_size, cfg.batch_size, seed=cfg.seed)
+    optimizer = model.configure_optimizer(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2))
+
+    iter_num, evaluated, best_val, elapsed_before = 0, False, float("inf"), 0.0
+    if resume:
+        load_optimizer_state(state["path"], optimizer, state)
+        data.set_rng_state(state["data_rng"])
+        Tensor._seed, Tensor._rng_counter = state["minigrad_rng"]["seed"], state["minigrad_rng"]["counter"]
+        iter_num, evaluated = state["iter"], state["evaluated"]
+        best_val, elapsed_before = state.get("best_val_loss", float("inf")), state.get("elapsed_s", 0.0)
+        _truncate_log(log_path, iter_num, evaluated)
+    elif os.path.exists(log_path):
+        os.remove(log_path)
+
+    def checkpoint(name: str, at_iter: int, done_eval: bool) -> None:
+        save_checkpoint(os.path.join(cfg.out_dir, name), model, optimizer, tokenizer, {
+            "iter": at_iter, "evaluated": done_eval, "best_val_loss": best_val,
+            "elapsed_s": elapsed_before + time.perf_counter() - t_start, "data_rng": data.rng_state(),
+            "train_config": dataclasses.asdict(cfg), "data_source": source})
+
+    n_params = model.num_parameters()
+    tqdm.write(f"data: {source} ({len(ids):,} tokens, vocab {tokenizer.vocab_size}); model: {n_params:,} "
+               f"parameters; device {cfg.device}" + (f"; resuming at iteration {iter_num}" if resume else ""))
+    tokens_per_step = cfg.batch_size * cfg.block_size
+    t_start = time.perf_counter()
+    train_time, train_steps = 0.0, 0          # since the last eval, for tokens/s
+    smooth_tps = None
+    bar = tqdm(total=cfg.max_iters, initial=iter_num, disable=not progress, dynamic_ncols=True, unit="it")
+    status = "finished"
+    try:
+        with StopFlag() as stop:
+            while True:
+                lr = lr_at(cfg, iter_num)
+                optimizer.lr = lr
+                if (iter_num % cfg.eval_interval == 0 or iter_num == cfg.max_iters) and not evaluated:
+                    losses = estimate_loss(model, data, cfg.eval_iters, cfg.device)
+                    if not all(math.isfinite(v) for v in losses.values()):
+                        raise TrainingStopped(f"evaluation loss is not finite at iteration {iter_num} "
+                                              f"(train {losses['train']}, val {losses['val']})")
+                    row = {"iter": iter_num, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr,
+                           "elapsed_s": round(elapsed_before + time.perf_counter() - t_start, 3),
+                           "tokens_per_s": round(tokens_per_step * train_steps / train_time, 1) if train_steps else None}
+                    with open(log_path, "a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    plot_runs([cfg.out_dir], os.path.join(cfg.out_dir, "loss.png"), title=f"{cfg.out_dir} loss")
+                    bar.write(f"iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+                    train_time, train_steps = 0.0, 0
+                    if losses["val"] < best_val:
+                        best_val = losses["val"]
+                        checkpoint("best", iter_num, True)
+                    checkpoint("last", iter_num, True)
+                    evaluated = True
+                if iter_num >= cfg.max_iters:
+                    break
+                if stop.requested:
+                    checkpoint("last", iter_num, evaluated)
+                    status = "interrupted"
+                    break
+                evaluated = False
+                t0 = time.perf_counter()
+                x, y = data.get_batch("train")
+                _, loss = model(Tensor(x, device=cfg.device), Tensor(y, device=cfg.device))
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    clip_grad_norm_(optimizer.params, cfg.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad()
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    raise TrainingStopped(f"the training loss became {loss_value} at iteration {iter_num}")
+                dt = time.perf_counter() - t0
+                train_time, train_steps = train_time + dt, train_steps + 1
+                tps = tokens_per_step / dt
+                smooth_tps = tps if smooth_tps is None else 0.9 * smooth_tps + 0.1 * tps
+                iter_num += 1
+                bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{smooth_tps:,.0f}", lr=f"{lr:.2e}")
+                bar.update(1)
+    except TrainingStopped as e:
+        bar.close()
+        try:
+            last = resolve(os.path.join(cfg.out_dir, "last"))
+            kept = f"the last good checkpoint is kept in {last}"
+        except Exception:
+            kept = "no checkpoint was written before it"
+        raise TrainingStopped(f"{e}; stopping without saving ({kept}). "
+                              f"Try a lower --lr or --grad-clip, then --resume.") from None
+    bar.close()
+    return {"status": status, "iter": iter_num, "best_val_loss": best_val, "out_dir": cfg.out_dir}

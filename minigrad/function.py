@@ -285,6 +285,27 @@ class Shrink(Function):
         return grad.movement(MovementOps.PAD, self.padding)
 
 
+class Stride(Function):
+    def forward(self, x, steps):
+        self.input_shape, self.steps = x.shape, steps
+        return x.movement(MovementOps.STRIDE, steps)
+
+    def backward(self, grad):
+        """Put each gradient back at its place, zeros in between: per axis, (c,) -> (c, 1)
+        -> pad to (c, step) -> (c*step,) -> the first n."""
+        for axis, (n, step) in enumerate(zip(self.input_shape, self.steps)):
+            if step == 1:
+                continue
+            c = grad.shape[axis]
+            grad = grad.movement(MovementOps.RESHAPE, grad.shape[:axis + 1] + (1,) + grad.shape[axis + 1:])
+            padding = tuple((0, step - 1) if i == axis + 1 else (0, 0) for i in range(len(grad.shape)))
+            grad = grad.movement(MovementOps.PAD, padding)
+            grad = grad.movement(MovementOps.RESHAPE, grad.shape[:axis] + (c * step,) + grad.shape[axis + 2:])
+            grad = grad.movement(MovementOps.SHRINK, tuple((0, n) if i == axis else (0, s)
+                                                           for i, s in enumerate(grad.shape)))
+        return grad
+
+
 # ---- special ---------------------------------------------------------------------------
 def _transpose_last(lb: LazyBuffer) -> LazyBuffer:
     order = tuple(range(len(lb.shape) - 2)) + (len(lb.shape) - 1, len(lb.shape) - 2)

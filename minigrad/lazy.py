@@ -129,6 +129,8 @@ class LazyBuffer:
             new_view = view.pad(arg)
         elif op is MovementOps.SHRINK:
             new_view = view.shrink(arg)
+        elif op is MovementOps.STRIDE:
+            new_view = view.stride(arg)
         else:
             raise ValueError(f"unknown movement op {op}")
         base = self.base

@@ -45,6 +45,7 @@ class MovementOps(Enum):
     EXPAND = auto()
     PAD = auto()
     SHRINK = auto()
+    STRIDE = auto()   # keep every k-th element along each axis (slicing with a step)
 
 
 class SpecialOps(Enum):

@@ -664,10 +664,11 @@ class Tensor:
         used = sum(1 for i in index if i is not None and i is not Ellipsis)
         if used > self.ndim:
             raise IndexError(f"too many indices ({used}) for a tensor of shape {self.shape}")
-        if Ellipsis in index:
-            at = index.index(Ellipsis)
+        if any(i is Ellipsis for i in index):
+            at = next(k for k, i in enumerate(index) if i is Ellipsis)
             index = index[:at] + (slice(None),) * (self.ndim - used) + index[at + 1:]
-        index = index + (slice(None),) * (self.ndim - used)
+        else:
+            index = index + (slice(None),) * (self.ndim - used)
         bounds, steps, final_shape, dim = [], [], [], 0
         for item in index:
             if item is None:
@@ -693,25 +694,8 @@ class Tensor:
             dim += 1
         out = self.shrink(bounds)
         if any(s != 1 for s in steps):
-            out = out._take_every(steps)
+            out = F.Stride.apply(out, steps=tuple(steps))
         return out.reshape(tuple(final_shape))
-
-    def _take_every(self, steps) -> Tensor:
-        """Keep every step-th element along each axis: pad to a multiple, split, keep index 0."""
-        x = self
-        for axis, step in enumerate(steps):
-            if step == 1:
-                continue
-            n = x.shape[axis]
-            count = -(-n // step)
-            pad = [(0, 0)] * x.ndim
-            pad[axis] = (0, count * step - n)
-            x = x.pad(pad)
-            x = x.reshape(x.shape[:axis] + (count, step) + x.shape[axis + 1:])
-            bounds = [(0, s) for s in x.shape]
-            bounds[axis + 1] = (0, 1)
-            x = x.shrink(bounds).reshape(x.shape[:axis + 1] + x.shape[axis + 2:])
-        return x
 
     def gather(self, index: Tensor, axis: int = 0) -> Tensor:
         """Slices of self along `axis` picked by an int tensor: an embedding lookup when axis=0

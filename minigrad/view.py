@@ -3,7 +3,7 @@
     element [i0, i1, ...] lives at  buffer[offset + i0*strides[0] + i1*strides[1] + ...]
     and reads as 0 where some i_k falls outside mask[k] = (start, end)   (padding)
 
-Every movement op (reshape, permute, expand, pad, shrink) is a new View over the same
+Every movement op (reshape, permute, expand, pad, shrink, stride) is a new View over the same
 buffer, so none of them copies data.  Strides count elements, not bytes.
 """
 from functools import lru_cache
@@ -95,6 +95,16 @@ class View:
         mask = tuple((m0 + before, m1 + before) for (m0, m1), (before, _) in zip(old_mask, padding))
         v = View(shape, self.strides, offset)
         return View(shape, self.strides, offset, v._with_mask(mask))
+
+    def stride(self, steps: Tuple[int, ...]) -> "View":
+        """Every steps[k]-th element along axis k, starting at the first (positive steps)."""
+        shape = tuple(-(-n // s) for n, s in zip(self.shape, steps))
+        strides = tuple(st * s for st, s in zip(self.strides, steps))
+        mask = None
+        if self.mask:
+            mask = tuple((-(-lo // s), -(-hi // s)) for (lo, hi), s in zip(self.mask, steps))
+        v = View(shape, strides, self.offset)
+        return View(shape, strides, self.offset, v._with_mask(mask))
 
     def reshape(self, new_shape: Shape) -> Optional["View"]:
         """The view of new_shape reading the same elements in the same order, or None when

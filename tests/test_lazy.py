@@ -1,0 +1,272 @@
+"""Laziness and fusion: ops build a graph and compute nothing until a value is needed; the
+scheduler fuses elementwise chains (and the elementwise ops feeding a reduction) into one
+kernel, never runs movement ops, and computes shared nodes once.  Also: long graphs, anomaly
+mode, seeding, gradient accumulation and no_grad."""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import minigrad
+from minigrad import Tensor, nn, optim
+from minigrad.backends import get_backend
+
+
+@pytest.fixture
+def launches(device, monkeypatch):
+    """The list of kernel kinds the device's backend actually runs during the test."""
+    backend = get_backend(device)
+    kinds, original = [], backend.run
+
+    def run(kernel, out, inputs):
+        kinds.append(kernel.kind)
+        return original(kernel, out, inputs)
+    monkeypatch.setattr(backend, "run", run)
+    return kinds
+
+
+def realized(rng, *shape, device):
+    return Tensor(rng.standard_normal(shape).astype(np.float32), device=device)
+
+
+def schedule_of(t):
+    return minigrad.create_schedule([t.lazydata])
+
+
+def test_building_a_graph_computes_nothing(device, rng, launches):
+    a, b, c = (realized(rng, 3, 4, device=device) for _ in range(3))
+    assert all(t.lazydata.is_realized for t in (a, b, c)), "tensors made from numpy arrays hold their data"
+    prod = a * b
+    out = (prod + c).relu()
+    total = (out @ c.T).sum()
+    for name, t in [("a * b", prod), ("(a*b+c).relu()", out), ("matmul(...).sum()", total)]:
+        assert not t.lazydata.is_realized, f"{name} was computed while building the graph"
+    assert launches == [], f"kernels ran before any value was asked for: {launches}"
+    a_, b_, c_ = a.numpy(), b.numpy(), c.numpy()
+    launches.clear()
+    got = total.numpy()
+    assert launches, "asking for the value ran no kernel"
+    np.testing.assert_allclose(got, (np.maximum(a_ * b_ + c_, 0) @ c_.T).sum(), rtol=1e-5,
+                               err_msg="value of the lazy graph (actual) vs numpy (desired)")
+
+
+def test_fused_elementwise_and_reduce_is_one_kernel(device, rng, launches):
+    a, b, c = (realized(rng, 5, 7, device=device) for _ in range(3))
+    out = (a * b + c).relu().sum()
+    schedule = schedule_of(out)
+    assert len(schedule) == 1, f"expected 1 kernel, got {len(schedule)}: {schedule}"
+    kernel = schedule[0]
+    assert kernel.kind == "reduce", f"kind {kernel.kind!r}"
+    assert {"mul", "add", "sum"} <= set(kernel.fused_ops()), f"fused ops {kernel.fused_ops()}"
+    expected = np.maximum(a.numpy() * b.numpy() + c.numpy(), 0).sum()
+    launches.clear()
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, err_msg="fused kernel (actual) vs numpy (desired)")
+    assert launches == ["reduce"], f"launches {launches}"
+
+
+def test_elementwise_chain_is_one_kernel(device, rng):
+    a, b = realized(rng, 4, 6, device=device), realized(rng, 4, 6, device=device)
+    out = -(((a + 1) * 2 - b).exp().sqrt() / (b.square() + 1)).maximum(a)
+    schedule = schedule_of(out)
+    assert len(schedule) == 1, f"expected 1 kernel, got {len(schedule)}: {schedule}"
+    assert schedule[0].kind == "elementwise", schedule[0].kind
+    for op in ("add", "mul", "sub", "exp", "sqrt", "div", "max", "neg"):
+        assert op in schedule[0].fused_ops(), f"{op} missing from {schedule[0].fused_ops()}"
+    x, y = a.numpy(), b.numpy()
+    expected = -np.maximum(np.sqrt(np.exp((x + 1) * 2 - y)) / (y ** 2 + 1), x)
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-6,
+                               err_msg="fused chain (actual) vs numpy (desired)")
+
+
+def test_elementwise_over_views_is_one_kernel(device, rng):
+    a = realized(rng, 6, 5, device=device)
+    b = realized(rng, 5, device=device)
+    out = (a.T[1:4] * 2 + b[1:4].reshape(3, 1)).exp()
+    schedule = schedule_of(out)
+    assert len(schedule) == 1, f"views of realized buffers are read in place: expected 1 kernel, got {schedule}"
+    np.testing.assert_allclose(out.numpy(), np.exp(a.numpy().T[1:4] * 2 + b.numpy()[1:4].reshape(3, 1)), rtol=1e-5,
+                               err_msg="kernel over views (actual) vs numpy (desired)")
+
+
+def test_movement_chain_schedules_nothing(device, rng, launches):
+    x = rng.standard_normal((4, 6, 8)).astype(np.float32)
+    t = Tensor(x, device=device)
+    cases = [
+        (t.permute(2, 0, 1)[1:5, :, ::2].reshape(4, 4, 3), x.transpose(2, 0, 1)[1:5, :, ::2].reshape(4, 4, 3)),
+        (t[:, ::4], x[:, ::4]),                          # a step that does not divide the axis
+        (t.reshape(24, 8).T[::3], x.reshape(24, 8).T[::3]),
+        (t[1:3, None, 2, -4:].transpose(0, 2), np.swapaxes(x[1:3, None, 2, -4:], 0, 2)),
+        (t[:, :1].expand(4, 5, 8).reshape(4, 5, 2, 4), np.broadcast_to(x[:, :1], (4, 5, 8)).reshape(4, 5, 2, 4)),
+        (t.pad(((1, 0), (0, 0), (0, 2))).shrink(((0, 3), (1, 4), (2, 10))),
+         np.pad(x, ((1, 0), (0, 0), (0, 2)))[0:3, 1:4, 2:10]),
+    ]
+    for view, expected in cases:
+        schedule = schedule_of(view)
+        assert schedule == [], f"a view of a realized tensor scheduled kernels: {schedule}"
+        assert view.lazydata.is_realized, "a view of a realized buffer counts as realized"
+        np.testing.assert_array_equal(view.numpy(), expected, err_msg=f"view {view.shape}: minigrad vs numpy")
+    assert launches == [], f"views launched kernels: {launches}"
+
+
+def test_shared_node_is_computed_once(device, rng):
+    a, b = realized(rng, 3, 4, device=device), realized(rng, 3, 4, device=device)
+    shared = (a * b).exp()
+    out = shared * 2 + shared.sum(1, keepdim=True) - shared.max()
+    schedule = schedule_of(out)
+    exps = sum(k.fused_ops().count("exp") for k in schedule)
+    assert exps == 1, f"exp computed {exps} times in {schedule}"
+    e = np.exp(a.numpy() * b.numpy())
+    np.testing.assert_allclose(out.numpy(), e * 2 + e.sum(1, keepdims=True) - e.max(), rtol=1e-5,
+                               err_msg="shared node result (actual) vs numpy (desired)")
+
+
+def test_realize_several_tensors_shares_work(device, rng, launches):
+    a = realized(rng, 3, 4, device=device)
+    shared = (a * 3).exp()
+    first, second = shared.sum(), shared * shared
+    minigrad.realize(first, second)
+    assert launches.count("elementwise") == 2 and launches.count("reduce") == 1, \
+        f"expected the shared exp once, the product once and the sum once, ran {launches}"
+    e = np.exp(a.numpy() * 3)
+    np.testing.assert_allclose(first.numpy(), e.sum(), rtol=1e-5, err_msg="sum (actual) vs numpy (desired)")
+    np.testing.assert_allclose(second.numpy(), e * e, rtol=1e-5, err_msg="product (actual) vs numpy (desired)")
+
+
+def test_realized_tensor_schedules_nothing(device, rng, launches):
+    a = realized(rng, 3, 4, device=device)
+    out = (a.exp() + 1).sum(0)
+    assert len(schedule_of(out)) >= 1
+    out.realize()
+    assert out.lazydata.is_realized, "realize() left the tensor unrealized"
+    assert schedule_of(out) == [], f"scheduled again after realize(): {schedule_of(out)}"
+    launches.clear()
+    np.testing.assert_allclose(out.numpy(), (np.exp(a.numpy()) + 1).sum(0), rtol=1e-5,
+                               err_msg="realized value (actual) vs numpy (desired)")
+    assert launches == [], f"reading a realized tensor ran kernels: {launches}"
+
+
+def test_10000_op_chain_backward(device):
+    limit = sys.getrecursionlimit()
+    x = Tensor(np.array([1.5, -0.5]), dtype=np.float64, device=device, requires_grad=True)
+    y = x
+    for _ in range(10_000):
+        y = y * 1.0001
+    loss = y.sum()
+    loss.backward()
+    assert sys.getrecursionlimit() == limit, "the recursion limit was raised"
+    factor = np.prod(np.full(10_000, 1.0001))
+    np.testing.assert_allclose(y.numpy(), np.array([1.5, -0.5]) * factor, rtol=1e-10,
+                               err_msg="forward of the chain (actual) vs numpy (desired)")
+    np.testing.assert_allclose(x.grad.numpy(), np.full(2, factor), rtol=1e-10,
+                               err_msg="gradient of the chain (actual) vs 1.0001**10000 (desired)")
+
+
+def test_detect_anomaly_names_the_op_and_the_line(device):
+    with minigrad.detect_anomaly():
+        x = Tensor([-1.0, 2.0], device=device)
+        out = (x * 2).log().exp()
+        with pytest.raises(FloatingPointError, match="log") as info:
+            out.numpy()
+    message = str(info.value)
+    assert os.path.basename(__file__) in message, f"the creation site (this file) is not in: {message}"
+    assert "NaN" in message, f"the message does not say NaN: {message}"
+    assert "exp" not in message.split("created at")[0], f"blames a later op: {message}"
+
+
+def test_detect_anomaly_catches_new_inf(device):
+    with minigrad.detect_anomaly():
+        out = Tensor([0.0, 1.0], device=device).log()
+        with pytest.raises(FloatingPointError, match="inf") as info:
+            out.numpy()
+    assert os.path.basename(__file__) in str(info.value), str(info.value)
+
+
+def test_without_anomaly_mode_nan_is_silent(device):
+    got = Tensor([-1.0, 4.0], device=device).log().numpy()
+    with np.errstate(invalid="ignore"):
+        expected = np.log(np.array([-1.0, 4.0], np.float32))
+    np.testing.assert_array_equal(got, expected, err_msg="log without anomaly mode: minigrad vs numpy")
+
+
+def test_manual_seed_reproducible(device):
+    def draw():
+        u = Tensor.rand(4, 5, device=device).numpy()
+        n = Tensor.randn(3, device=device).numpy()
+        d = Tensor.ones(50, device=device).dropout(0.5).numpy()
+        return u, n, d
+    Tensor.manual_seed(123)
+    first = draw()
+    Tensor.manual_seed(123)
+    second = draw()
+    Tensor.manual_seed(124)
+    third = draw()
+    for name, a, b, c in zip(("rand", "randn", "dropout"), first, second, third):
+        np.testing.assert_array_equal(a, b, err_msg=f"{name}: same seed gave different numbers")
+        assert not np.array_equal(a, c), f"{name}: seeds 123 and 124 gave the same numbers {a}"
+    Tensor.manual_seed(123)
+    assert not np.array_equal(Tensor.rand(6, device=device).numpy(), Tensor.rand(6, device=device).numpy()), \
+        "two draws after one seed gave the same numbers"
+    u = first[0]
+    assert (0 <= u).all() and (u < 1).all(), f"rand outside [0, 1): {u}"
+
+
+class Scale(nn.Module):
+    def __init__(self, device):
+        self.w = Tensor(np.array([0.5, -2.0, 3.0]), dtype=np.float64, device=device, requires_grad=True)
+
+    def forward(self, x):
+        return (self.w * x).square().sum()
+
+
+def test_grads_accumulate_until_zero_grad(device):
+    model = Scale(device)
+    x = np.array([1.0, 2.0, -1.0])
+    w = model.w.numpy()
+    one = 2 * w * x * x                                  # d/dw sum((w x)^2)
+    model(Tensor(x, dtype=np.float64, device=device)).backward()
+    np.testing.assert_allclose(model.w.grad.numpy(), one, rtol=1e-12, err_msg="first backward (actual) vs formula")
+    model(Tensor(x, dtype=np.float64, device=device)).backward()
+    np.testing.assert_allclose(model.w.grad.numpy(), 2 * one, rtol=1e-12,
+                               err_msg="after two backward() calls (actual) vs twice the gradient (desired)")
+    model.zero_grad()
+    assert model.w.grad is None, "Module.zero_grad() left a gradient"
+    model(Tensor(x, dtype=np.float64, device=device)).backward()
+    np.testing.assert_allclose(model.w.grad.numpy(), one, rtol=1e-12, err_msg="after zero_grad (actual) vs formula")
+    opt = optim.SGD(model.parameters(), lr=0.0)
+    model(Tensor(x, dtype=np.float64, device=device)).backward()
+    np.testing.assert_allclose(model.w.grad.numpy(), 2 * one, rtol=1e-12, err_msg="accumulated again")
+    opt.zero_grad()
+    assert model.w.grad is None, "Optimizer.zero_grad() left a gradient"
+
+
+def test_shared_leaf_gets_summed_gradient(device):
+    x = Tensor(np.array([1.0, -2.0]), dtype=np.float64, device=device, requires_grad=True)
+    (x * x + x * 3).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2 * np.array([1.0, -2.0]) + 3, rtol=1e-12,
+                               err_msg="gradient of a leaf used three times (actual) vs 2x + 3 (desired)")
+
+
+def test_no_grad_records_no_graph(device):
+    x = Tensor(np.ones((2, 3), np.float32), device=device, requires_grad=True)
+    assert minigrad.Tensor.grad_enabled
+    with minigrad.no_grad():
+        y = (x * 2).exp().sum()
+        z = x @ x.T
+    for name, t in [("(x*2).exp().sum()", y), ("x @ x.T", z)]:
+        assert not t.requires_grad, f"{name} requires grad inside no_grad()"
+        assert t._ctx is None, f"{name} recorded a graph inside no_grad()"
+    with pytest.raises(RuntimeError):
+        y.backward()
+    assert (x * 2).requires_grad, "grad mode was not restored after no_grad()"
+    with pytest.raises(KeyError):
+        with minigrad.no_grad():
+            raise KeyError("inside")
+    assert minigrad.Tensor.grad_enabled, "no_grad() did not restore grad mode after an exception"
+
+
+def test_detach_cuts_the_graph(device):
+    x = Tensor(np.array([1.0, 2.0]), dtype=np.float64, device=device, requires_grad=True)
+    (x * x.detach()).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), np.array([1.0, 2.0]), rtol=1e-12,
+                               err_msg="d/dx sum(x * stop_gradient(x)) (actual) vs x (desired)")

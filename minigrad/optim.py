@@ -13,8 +13,21 @@ class Optimizer:
     rate, the step count) live on the device as one-element tensors, not as Python floats
     baked into kernels, so a captured step (jit.py) replays correctly with new values."""
 
-    def __init__(self, params: Iterable[Tensor], lr: float):
-        self.params: List[Tensor] = [p for p in params if p.requires_grad]
+    def __init__(self, params: Iterable, lr: float):
+        """params: Tensors, or PyTorch-style groups [{"params": [...], "weight_decay": 0.0}, ...]
+        whose options override the optimizer's for the tensors in that group."""
+        self.params: List[Tensor] = []
+        self.overrides: List[dict] = []           # per parameter: the options its group overrides
+        for item in params:
+            group = item if isinstance(item, dict) else {"params": [item]}
+            unknown = set(group) - {"params", "weight_decay"}
+            if unknown:
+                raise ValueError(f"parameter groups may set only 'weight_decay', got {sorted(unknown)}")
+            options = {k: v for k, v in group.items() if k != "params"}
+            for p in group["params"]:
+                if p.requires_grad:
+                    self.params.append(p)
+                    self.overrides.append(options)
         if not self.params:
             raise ValueError("optimizer got no parameters that require grad")
         device, dtype = self.params[0].device, self.params[0].dtype
@@ -58,6 +71,9 @@ class Optimizer:
         """Set p.lazydata (and any state) to the new lazy values; return them for realizing."""
         raise NotImplementedError
 
+    def _option(self, i: int, name: str):
+        return self.overrides[i].get(name, getattr(self, name))
+
     def _lr_like(self, like: Tensor) -> Tensor:
         return self._lr_tensor.reshape(()).cast(like.dtype)
 
@@ -98,8 +114,9 @@ class SGD(Optimizer):
         self.buffers = [None] * len(self.params)
 
     def _update(self, i, p, g):
-        if self.weight_decay:
-            g = g + self.weight_decay * p.detach()
+        weight_decay = self._option(i, "weight_decay")
+        if weight_decay:
+            g = g + weight_decay * p.detach()
         out = []
         if self.momentum:
             buf = g if self.buffers[i] is None else self.buffers[i] * self.momentum + g
@@ -134,10 +151,11 @@ class Adam(Optimizer):
     def _update(self, i, p, g):
         w = p.detach()
         lr = self._lr_like(p)
-        if self.weight_decay and not self.decoupled:
-            g = g + self.weight_decay * w
-        if self.weight_decay and self.decoupled:          # AdamW: shrink the weight, not the gradient
-            w = w * (1 - lr * self.weight_decay)
+        weight_decay = self._option(i, "weight_decay")
+        if weight_decay and not self.decoupled:
+            g = g + weight_decay * w
+        if weight_decay and self.decoupled:               # AdamW: shrink the weight, not the gradient
+            w = w * (1 - lr * weight_decay)
         m = self._assign(self.m[i], self.m[i] * self.b1 + g * (1 - self.b1))
         v = self._assign(self.v[i], self.v[i] * self.b2 + g.square() * (1 - self.b2))
         # bias corrections 1 - beta^t, as b^t = exp(t log b) from the step count on the device

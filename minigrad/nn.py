@@ -50,13 +50,18 @@ class Module:
     def parameters(self) -> List[Tensor]:
         return [p for _, p in self.named_parameters()]
 
-    def modules(self) -> List["Module"]:
-        out, stack = [], [self]
-        while stack:
-            m = stack.pop()
-            out.append(m)
-            stack.extend(c for _, c in m._children() if isinstance(c, Module))
+    def named_modules(self, prefix: str = "") -> List[Tuple[str, "Module"]]:
+        """This module and every sub-module with its dotted name ("h.0.attn"), parents first."""
+        out, queue = [], [(prefix, self)]
+        while queue:
+            name, module = queue.pop(0)
+            out.append((name, module))
+            queue.extend((f"{name}.{child_name}" if name else child_name, child)
+                         for child_name, child in module._children() if isinstance(child, Module))
         return out
+
+    def modules(self) -> List["Module"]:
+        return [m for _, m in self.named_modules()]
 
     def train(self, mode: bool = True) -> "Module":
         for m in self.modules():

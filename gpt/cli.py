@@ -43,9 +43,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field; unset flags stay absent (SUPPRESS), so we can tell
     which ones were typed and let them override the preset."""
     p.add_argument("--preset", choices=sorted(PRESETS), default=argparse.SUPPRESS,
-                   help="a named set of settings that flags typed after it can override: " +
-                        "; ".join(f"{name}: " + ", ".join(f"{k}={v}" for k, v in preset.items())
-                                  for name, preset in PRESETS.items()))
+                   help="a named set of settings (listed at the end); flags you type override it")
     defaults = TrainConfig()
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
@@ -71,15 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{train,sample,plot}")
     sub.required = True
 
+    presets = "\n".join(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in preset.items())
+                        for name, preset in PRESETS.items())
     p = sub.add_parser("train", help="train a model", description="Train a character-level GPT. " + __doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog="presets:\n" + presets, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_train_flags(p)
 
     p = sub.add_parser("sample", help="generate text from a checkpoint",
                        description="Generate text from a trained checkpoint with a KV cache.")
     p.add_argument("--out-dir", "--ckpt", dest="out_dir", default="out",
                    help="a training --out-dir (its best/ checkpoint is used, else last/) or a checkpoint folder")
-    p.add_argument("--prompt", default="\n", help="text to continue (every character must be in the vocabulary)")
+    p.add_argument("--prompt", default=None,
+                   help="text to continue (every character must be in the vocabulary; default: a newline)")
     p.add_argument("--num-tokens", type=int, default=500, help="characters to generate")
     p.add_argument("--num-samples", type=int, default=1, help="independent samples to draw")
     p.add_argument("--temperature", type=float, default=0.8, help="below 1 is more conservative, above 1 more random")
@@ -105,9 +106,9 @@ def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
         out_dir = typed.get("out_dir", values["out_dir"])
         saved = read_state(resolve(os.path.join(out_dir, "last")))["train_config"]
         for name in MODEL_FIELDS:
-            if name in typed and name != "dropout" and typed[name] != saved[name]:
+            if name in typed and typed[name] != saved[name]:
                 raise ValueError(f"--{name.replace('_', '-')} {typed[name]} differs from the checkpoint's "
-                                 f"{saved[name]}; a resumed run keeps the model's shape")
+                                 f"{saved[name]}; a resumed run keeps the model's shape and dropout")
         values.update(saved)
     if hasattr(args, "preset") and not getattr(args, "resume", False):
         values.update(PRESETS[args.preset])
@@ -137,7 +138,9 @@ def cmd_train(args) -> int:
 def cmd_sample(args) -> int:
     from .checkpoint import load_checkpoint
     model, tokenizer, meta = load_checkpoint(args.out_dir, device=args.device)
-    prompt = args.prompt if args.prompt else tokenizer.chars[0]
+    prompt = args.prompt
+    if not prompt:                                     # start a fresh line, or the first character known
+        prompt = "\n" if "\n" in tokenizer.stoi else tokenizer.chars[0]
     try:
         start = tokenizer.encode(prompt)
     except ValueError as e:

@@ -56,6 +56,19 @@ class GPTConfig:
         return asdict(self)
 
 
+_MASKS = {}
+
+
+def causal_mask(T: int, S: int, device: str) -> Tensor:
+    """(T, S) bool, True where query i (at absolute position S - T + i) would read a later
+    key: those scores become -inf, so after the softmax their weights are exactly 0."""
+    key = (T, S, device)
+    if key not in _MASKS:
+        future = np.triu(np.ones((T, S), dtype=bool), k=S - T + 1)                # (T, S)
+        _MASKS[key] = Tensor(future, device=device).realize()
+    return _MASKS[key]
+
+
 class CausalSelfAttention(Module):
     """Masked multi-head self-attention: position t may only read positions <= t."""
 
@@ -66,15 +79,6 @@ class CausalSelfAttention(Module):
         self.c_proj = Linear(D, D, bias=config.bias)        # merges the heads back into D
         self.attn_dropout = Dropout(config.dropout)
         self.resid_dropout = Dropout(config.dropout)
-        self._masks = {}
-
-    def causal_mask(self, T: int, S: int, device: str) -> Tensor:
-        """(T, S) bool, True where query i (at absolute position S - T + i) would see a later key."""
-        key = (T, S, device)
-        if key not in self._masks:
-            future = np.triu(np.ones((T, S), dtype=bool), k=S - T + 1)
-            self._masks[key] = Tensor(future, device=device).realize()
-        return self._masks[key]
 
     def forward(self, x: Tensor, past: Optional[Tuple[Tensor, Tensor]] = None):
         """x (B, T, D) -> (y (B, T, D), (K, V)).  With `past` (cached K, V of the positions
@@ -93,7 +97,8 @@ class CausalSelfAttention(Module):
         S = k.shape[2]
         # scaled dot products: how much query i looks at key j, before the mask
         scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(D // H))      # (B, H, T, S)
-        scores = scores.masked_fill(self.causal_mask(T, S, x.device), float("-inf"))
+        if T > 1:                                  # one new query (cached decoding) may see every key
+            scores = scores.masked_fill(causal_mask(T, S, x.device), float("-inf"))
         weights = self.attn_dropout(scores.softmax(-1))                      # (B, H, T, S), rows sum to 1
         y = weights @ v                                                      # (B, H, T, D/H)
         y = y.transpose(1, 2).reshape(B, T, D)                               # (B, T, D): heads side by side

@@ -79,8 +79,8 @@ PRESETS = {
                  lr=3e-3, min_lr=3e-4, lr_decay_iters=200, warmup_iters=10, eval_interval=50, eval_iters=10),
     # the README's first command: a couple of minutes on a laptop, on the offline corpus
     "quickstart": dict(n_layer=2, n_head=4, n_embd=64, block_size=64, batch_size=16, dropout=0.0,
-                       max_iters=600, lr=2e-3, min_lr=2e-4, lr_decay_iters=600, warmup_iters=30,
-                       eval_interval=100, eval_iters=10, data="pystdlib"),
+                       max_iters=1000, lr=2e-3, min_lr=2e-4, lr_decay_iters=1000, warmup_iters=50,
+                       eval_interval=200, eval_iters=10, data="pystdlib"),
 }
 
 

@@ -212,4 +212,4 @@ def test_preset_then_typed_flags_win():
 
 def test_resume_keeps_the_model_shape(full_run, capsys):
     assert main(["train", "--out-dir", full_run, "--resume", "--n-embd", "32"]) == 2
-    assert "keeps the model's shape" in capsys.readouterr().err
+    assert "keeps the model's shape and dropout" in capsys.readouterr().err

@@ -36,6 +36,8 @@ HELP = {
     "seed": "seed for weights, dropout and batch sampling (the same seed gives the same run)",
     "out_dir": "folder for log.jsonl, loss.png and the best/ and last/ checkpoints",
     "device": "minigrad backend: numpy (CPU, always there) or cl (OpenCL)",
+    "jit": "capture the training step's kernels once and replay them (--no-jit: rebuild the graph "
+           "every step; same losses, slower)",
 }
 
 

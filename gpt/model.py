@@ -21,11 +21,10 @@ import numpy as np
 
 from minigrad import Tensor, no_grad, realize
 from minigrad.nn import Dropout, Embedding, LayerNorm, Linear, Module
-
-from .optimizer import DecayGroupsAdamW
+from minigrad.optim import AdamW
 
 ACTIVATIONS = ("gelu", "gelu_tanh")
-KVCache = List[Tuple[Tensor, Tensor]]   # one (K, V) pair per block, each (B, H, S, D/H)
+KVCache = List[Tuple[Tensor, Tensor]]   # one (K, V) pair per block, each (B, H, block_size, D/H)
 
 
 @dataclass
@@ -56,17 +55,37 @@ class GPTConfig:
         return asdict(self)
 
 
+@dataclass
+class CacheSlot:
+    """One block's view of a static KV cache during one decoding step.  The cache holds
+    block_size positions from the start, so every step has the same shapes (a compiling
+    backend builds its kernels once); `slot` says where this step's K and V go."""
+    k: Tensor              # (B, H, block_size, D/H), positions 0..position-1 filled
+    v: Tensor              # (B, H, block_size, D/H)
+    slot: Tensor           # (1, 1, block_size, 1) bool, True at the new position
+    unwritten: Tensor      # (1, block_size) bool, True after the new position: masked out
+
+
 _MASKS = {}
 
 
-def causal_mask(T: int, S: int, device: str) -> Tensor:
-    """(T, S) bool, True where query i (at absolute position S - T + i) would read a later
-    key: those scores become -inf, so after the softmax their weights are exactly 0."""
-    key = (T, S, device)
-    if key not in _MASKS:
-        future = np.triu(np.ones((T, S), dtype=bool), k=S - T + 1)                # (T, S)
-        _MASKS[key] = Tensor(future, device=device).realize()
-    return _MASKS[key]
+def causal_mask(T: int, device: str) -> Tensor:
+    """(T, T) bool, True where query t would read a later key t' > t: those scores become
+    -inf, so after the softmax their weights are exactly 0."""
+    if (T, device) not in _MASKS:
+        future = np.triu(np.ones((T, T), dtype=bool), k=1)                          # (T, T)
+        _MASKS[T, device] = Tensor(future, device=device).realize()
+    return _MASKS[T, device]
+
+
+def cache_slots(cache: KVCache, position: int, device: str) -> List[CacheSlot]:
+    """Each block's CacheSlot for writing position `position` (one host-made slot and mask
+    shared by all blocks)."""
+    S = cache[0][0].shape[2]
+    slots = np.arange(S)
+    slot = Tensor((slots == position).reshape(1, 1, S, 1), device=device)            # (1, 1, S, 1)
+    unwritten = Tensor((slots > position).reshape(1, S), device=device)               # (1, S)
+    return [CacheSlot(k, v, slot, unwritten) for k, v in cache]
 
 
 class CausalSelfAttention(Module):
@@ -80,10 +99,10 @@ class CausalSelfAttention(Module):
         self.attn_dropout = Dropout(config.dropout)
         self.resid_dropout = Dropout(config.dropout)
 
-    def forward(self, x: Tensor, past: Optional[Tuple[Tensor, Tensor]] = None):
-        """x (B, T, D) -> (y (B, T, D), (K, V)).  With `past` (cached K, V of the positions
-        before these T), the new keys and values are appended to it, so generation feeds
-        one new position at a time instead of the whole prefix."""
+    def forward(self, x: Tensor, cache: Optional[CacheSlot] = None):
+        """x (B, T, D) -> (y (B, T, D), (K, V)).  With a `cache`, x is one new position
+        (T = 1): its key and value are written into the cache, and its query reads every
+        position written so far, so generation never re-runs the prefix."""
         B, T, D = x.shape
         H = self.n_head
         qkv = self.c_attn(x)                                                 # (B, T, 3D)
@@ -91,14 +110,15 @@ class CausalSelfAttention(Module):
         q = q.reshape(B, T, H, D // H).transpose(1, 2)                       # (B, H, T, D/H)
         k = k.reshape(B, T, H, D // H).transpose(1, 2)                       # (B, H, T, D/H)
         v = v.reshape(B, T, H, D // H).transpose(1, 2)                       # (B, H, T, D/H)
-        if past is not None:
-            k = Tensor.cat(past[0], k, axis=2)                               # (B, H, S, D/H), S = past + T
-            v = Tensor.cat(past[1], v, axis=2)                               # (B, H, S, D/H)
-        S = k.shape[2]
+        if cache is not None:
+            k = cache.slot.where(k, cache.k)                                 # (B, H, S, D/H), S = block_size
+            v = cache.slot.where(v, cache.v)                                 # (B, H, S, D/H)
+            mask = cache.unwritten                                           # (1, S)
+        else:
+            mask = causal_mask(T, x.device)                                  # (T, T)
         # scaled dot products: how much query i looks at key j, before the mask
         scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(D // H))      # (B, H, T, S)
-        if T > 1:                                  # one new query (cached decoding) may see every key
-            scores = scores.masked_fill(causal_mask(T, S, x.device), float("-inf"))
+        scores = scores.masked_fill(mask, float("-inf"))
         weights = self.attn_dropout(scores.softmax(-1))                      # (B, H, T, S), rows sum to 1
         y = weights @ v                                                      # (B, H, T, D/H)
         y = y.transpose(1, 2).reshape(B, T, D)                               # (B, T, D): heads side by side
@@ -129,8 +149,8 @@ class Block(Module):
         self.ln_2 = LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: Tensor, past=None):
-        z2, kv = self.attn(self.ln_1(x), past)    # Z1 = LN(X), Z2 = MaskedMultiHead(Z1)
+    def forward(self, x: Tensor, cache: Optional[CacheSlot] = None):
+        z2, kv = self.attn(self.ln_1(x), cache)   # Z1 = LN(X), Z2 = MaskedMultiHead(Z1)
         z3 = x + z2
         z5 = self.mlp(self.ln_2(z3))              # Z4 = LN(Z3), Z5 = FFN(Z4)
         return z3 + z5, kv
@@ -168,19 +188,6 @@ class GPT(Module):
             if isinstance(module, LayerNorm):
                 module.weight = param(Tensor.ones(*module.weight.shape, device=device).contiguous())
 
-    def named_modules(self, prefix: str = ""):
-        """Every sub-module with its dotted name ("h.0.attn.c_proj"), parents first."""
-        out = [(prefix, self)]
-        stack = [(prefix, self)]
-        while stack:
-            name, module = stack.pop(0)
-            for child_name, child in module._children():
-                if isinstance(child, Module):
-                    full = f"{name}.{child_name}" if name else child_name
-                    out.append((full, child))
-                    stack.append((full, child))
-        return out
-
     @property
     def device(self) -> str:
         return self.wte.weight.device
@@ -206,14 +213,15 @@ class GPT(Module):
 
     def _hidden(self, idx: Tensor, offset: int = 0, past: Optional[KVCache] = None):
         """Token ids (B, T) at positions offset..offset+T-1 -> final hidden states (B, T, D)
-        and the K, V of every block (for the cache)."""
+        and the K, V of every block.  With `past` (a static cache filled up to offset), T is 1."""
         T = idx.shape[1]
         pos = Tensor.arange(offset, offset + T, device=idx.device)          # (T,)
         x = self.wte(idx) + self.wpe(pos)                                    # (B, T, D) + (T, D) -> (B, T, D)
         x = self.drop(x)
+        slots = [None] * len(self.h) if past is None else cache_slots(past, offset, idx.device)
         cache = []
-        for i, block in enumerate(self.h):
-            x, kv = block(x, None if past is None else past[i])            # (B, T, D)
+        for block, slot in zip(self.h, slots):
+            x, kv = block(x, slot)                                           # (B, T, D)
             cache.append(kv)
         return self.ln_f(x), cache                                          # (B, T, D)
 
@@ -235,13 +243,13 @@ class GPT(Module):
         return logits, loss
 
     # ---- training helpers -----------------------------------------------------------------
-    def configure_optimizer(self, weight_decay: float, lr: float, betas=(0.9, 0.999)) -> DecayGroupsAdamW:
+    def configure_optimizer(self, weight_decay: float, lr: float, betas=(0.9, 0.999)) -> AdamW:
         """AdamW that decays only the 2-D weights (matmul weights, embeddings); biases and
-        LayerNorm gains are left alone, as in GPT-2 and nanoGPT."""
-        params = self.named_parameters()
-        decay = [p for _, p in params if p.ndim >= 2]
-        no_decay = [p for _, p in params if p.ndim < 2]
-        return DecayGroupsAdamW(decay, no_decay, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+        LayerNorm gains are left alone, as in GPT-2 and nanoGPT: their size is not what overfits."""
+        params = self.parameters()
+        groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+                  {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+        return AdamW(groups, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
 
     def num_parameters(self, non_embedding: bool = True) -> int:
         """Parameter count; by default without the position table (the token table is the
@@ -257,7 +265,8 @@ class GPT(Module):
         Keys and values of past positions are cached, so each new token runs the model on one
         position.  Learned positions tie the cache to absolute positions, so once the context
         holds block_size tokens the window slides by one and the cache is filled again from
-        the cropped window (what a model without a cache would see as well)."""
+        the cropped window (what a model without a cache would see as well).  The cache is
+        static, block_size positions from the start: every decoding step has the same shapes."""
         from .sampling import sample_next
         ids = np.asarray(idx.numpy() if isinstance(idx, Tensor) else idx, dtype=np.int64)
         if ids.ndim == 1:
@@ -286,12 +295,18 @@ class GPT(Module):
         return ids
 
     def _step(self, ids: np.ndarray, offset: int, past: Optional[KVCache]):
-        """Run positions offset..offset+T-1 over the cached past: last position's logits
-        (B, V) as numpy, and the grown cache (realized, so graphs do not pile up)."""
+        """Without `past`: fill a cache from ids (B, T) at positions 0..T-1.  With it: add the
+        one position `offset`.  Returns the last position's logits (B, V) as numpy and the
+        cache, realized so that graphs do not pile up from step to step."""
         idx = Tensor(ids, device=self.device)                               # (B, T)
         self.check_input(idx, offset)
+        if past is not None and idx.shape[1] != 1:
+            raise ValueError(f"a cached step takes one position, got {idx.shape[1]}")
         x, cache = self._hidden(idx, offset, past)                          # (B, T, D)
         logits = x[:, -1, :] @ self.wte.weight.T                            # (B, V)
+        if past is None:                                                    # room for block_size positions
+            grow = ((0, 0), (0, 0), (0, self.config.block_size - idx.shape[1]), (0, 0))
+            cache = [(k.pad(grow), v.pad(grow)) for k, v in cache]          # (B, H, block_size, D/H)
         flat = [t for kv in cache for t in kv]
         realize(logits, *flat)
         cache = [(k.detach(), v.detach()) for k, v in cache]

@@ -73,6 +73,11 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(corpus, full_run, 
     assert losses(read_log(tmp_path)) == losses(read_log(full_run))
 
 
+def test_jit_and_eager_training_log_the_same_losses(corpus, full_run, tmp_path):
+    assert main(train_args(corpus, tmp_path, ITERS, "--no-jit")) == 0
+    assert losses(read_log(tmp_path)) == losses(read_log(full_run))
+
+
 @pytest.mark.parametrize("call, saved_iter, evaluated", [(13, 5, False), (9, 4, True)])
 def test_ctrl_c_saves_last_and_resume_continues_exactly(corpus, full_run, tmp_path, monkeypatch, capsys,
                                                         call, saved_iter, evaluated):
@@ -109,7 +114,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path, mon
         return real_clip(params, max_norm)
 
     monkeypatch.setattr(gpt.train, "clip_grad_norm_", poisoned_clip)
-    assert main(train_args(corpus, tmp_path, ITERS)) == 1
+    assert main(train_args(corpus, tmp_path, ITERS, "--no-jit")) == 1    # eager: clip runs every step
     err = capsys.readouterr().err
     assert "nan" in err and "last good checkpoint" in err and "Traceback" not in err
     state = json.load(open(os.path.join(tmp_path, "last", "state.json")))

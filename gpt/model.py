@@ -157,6 +157,9 @@ class Block(Module):
 
 
 class GPT(Module):
+    """Token ids -> embeddings + positions -> L blocks -> final LayerNorm -> logits over the
+    vocabulary through the token table itself (the head W_s is W_e^T: tied, no extra matrix)."""
+
     def __init__(self, config: GPTConfig, device: Optional[str] = None):
         self.config = config
         V, T, D = config.vocab_size, config.block_size, config.n_embd

@@ -490,3 +490,45 @@ def test_cosine_lr(lr, min_lr, warmup, decay):
         "the schedule reaches min_lr at decay_iters"
     values = [optim.cosine_lr(s, lr, min_lr, warmup, decay) for s in range(warmup, decay + 5)]
     assert all(a >= b for a, b in zip(values, values[1:])), f"not decreasing after warmup: {values}"
+
+
+# ---- dtypes and edge cases ------------------------------------------------------------------------
+PROMOTIONS = {
+    "int / 2": (lambda i, f: i / 2, lambda i, f: i / 2),
+    "int + 1.5": (lambda i, f: i + 1.5, lambda i, f: i + 1.5),
+    "2.5 - int": (lambda i, f: 2.5 - i, lambda i, f: 2.5 - i),
+    "int + float": (lambda i, f: i + f, lambda i, f: i + f),
+    "int * 2": (lambda i, f: i * 2, lambda i, f: i * 2),
+    "int ** 2": (lambda i, f: i ** 2, lambda i, f: i ** 2),
+    "(int > 1).sum()": (lambda i, f: (i > 1).sum(), lambda i, f: (i > 1).sum()),
+    "int.max()": (lambda i, f: i.max(), lambda i, f: i.max()),
+    "-int": (lambda i, f: -i, lambda i, f: -i),
+    "int.exp()": (lambda i, f: i.exp(), lambda i, f: i.exp()),
+    "int.sqrt()": (lambda i, f: i.sqrt(), lambda i, f: i.sqrt()),
+    "(int - 2).relu()": (lambda i, f: (i - 2).relu(), lambda i, f: (i - 2).relu()),
+    "(int - 2).abs()": (lambda i, f: (i - 2).abs(), lambda i, f: (i - 2).abs()),
+    "int < 2.5": (lambda i, f: i < 2.5, lambda i, f: i < 2.5),
+    "int == 2.0": (lambda i, f: i == 2.0, lambda i, f: i == 2.0),
+    "where(int)": (lambda i, f: (i > 1).where(i, 0), lambda i, f: torch.where(i > 1, i, 0)),
+    "float.sign()": (lambda i, f: f.sign(), lambda i, f: f.sign()),
+    "any/all": (lambda i, f: (i > 2).any().cast(np.int64) + (i > 0).all().cast(np.int64),
+                lambda i, f: (i > 2).any().long() + (i > 0).all().long()),
+    "arange": (lambda i, f: Tensor.arange(0, 1, 0.25, device=f.device), lambda i, f: torch.arange(0, 1, 0.25)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PROMOTIONS))
+def test_dtype_promotion(name, device):
+    ours, theirs = PROMOTIONS[name]
+    got = ours(Tensor(np.array([1, 2, 3]), device=device), Tensor(np.array([1.5, -2.0, 3.0], np.float32), device=device))
+    ref = theirs(torch.tensor([1, 2, 3]), torch.tensor([1.5, -2.0, 3.0]))
+    got_np, ref_np = got.numpy(), ref.numpy()
+    assert got_np.dtype == ref_np.dtype, f"{name}: minigrad dtype {got_np.dtype}, torch {ref_np.dtype}"
+    np.testing.assert_allclose(got_np, ref_np, rtol=1e-6, err_msg=f"{name}: minigrad (actual) vs torch (desired)")
+
+
+def test_sum_over_empty_axis(device):
+    for shape, axis in [((2, 0), 1), ((0, 3), 0), ((0,), None)]:
+        got = Tensor(np.zeros(shape, np.float32), device=device).sum(axis).numpy()
+        ref = torch.zeros(shape).sum(axis if axis is not None else tuple(range(len(shape)))).numpy()
+        np.testing.assert_array_equal(got, ref, err_msg=f"sum over an empty axis of {shape}: minigrad vs torch")

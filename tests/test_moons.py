@@ -18,7 +18,8 @@ def test_make_moons_shape_and_geometry():
     # without noise, class 0 lies on the unit upper half circle, class 1 on the shifted lower one
     outer, inner = X[y == 0].astype(np.float64), X[y == 1].astype(np.float64)
     np.testing.assert_allclose(np.hypot(outer[:, 0], outer[:, 1]), 1.0, atol=1e-6, err_msg="outer moon radius")
-    np.testing.assert_allclose(np.hypot(inner[:, 0] - 1, inner[:, 1] - 0.5), 1.0, atol=1e-6, err_msg="inner moon radius")
+    np.testing.assert_allclose(np.hypot(inner[:, 0] - 1, inner[:, 1] - 0.5), 1.0, atol=1e-6,
+                               err_msg="inner moon radius")
     assert (outer[:, 1] >= -1e-6).all() and (inner[:, 1] <= 0.5 + 1e-6).all()
     X2, y2 = moons.make_moons(200, noise=0.0, seed=3)
     np.testing.assert_array_equal(X, X2, err_msg="same seed, different data")

@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as TF
 
-import minigrad
 from minigrad import Tensor, nn, optim
 
 RTOL, ATOL = 1e-5, 1e-5
@@ -520,7 +519,8 @@ PROMOTIONS = {
 @pytest.mark.parametrize("name", sorted(PROMOTIONS))
 def test_dtype_promotion(name, device):
     ours, theirs = PROMOTIONS[name]
-    got = ours(Tensor(np.array([1, 2, 3]), device=device), Tensor(np.array([1.5, -2.0, 3.0], np.float32), device=device))
+    ints = Tensor(np.array([1, 2, 3]), device=device)
+    got = ours(ints, Tensor(np.array([1.5, -2.0, 3.0], np.float32), device=device))
     ref = theirs(torch.tensor([1, 2, 3]), torch.tensor([1.5, -2.0, 3.0]))
     got_np, ref_np = got.numpy(), ref.numpy()
     assert got_np.dtype == ref_np.dtype, f"{name}: minigrad dtype {got_np.dtype}, torch {ref_np.dtype}"

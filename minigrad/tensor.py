@@ -521,7 +521,8 @@ class Tensor:
         return -((-self).max(axis, keepdim))
 
     def mean(self, axis=None, keepdim=False):
-        return self._as_float().sum(axis, keepdim) * (1.0 / max(1, self._count(axis)))
+        count = self._count(axis)
+        return self._as_float().sum(axis, keepdim) * (1.0 / count if count else float("nan"))  # empty: NaN, as numpy
 
     def var(self, axis=None, keepdim=False, correction=1):
         """Variance, dividing by N - correction (1: the unbiased estimate, as PyTorch's default)."""

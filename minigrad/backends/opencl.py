@@ -138,6 +138,8 @@ class OpenCLBackend(Backend):
     def run(self, kernel, out, inputs):
         root = kernel.ast
         kind = kernel.kind
+        if kernel.output.size == 0:                    # nothing to compute (and no empty launch)
+            return
         if kind == "rand":
             seed, counter, distribution = root.arg
             rng = np.random.default_rng((seed, counter))

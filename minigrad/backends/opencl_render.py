@@ -185,7 +185,7 @@ def render_reduce(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
     out_shape = kernel.output.shape
     kept = [k for k in range(len(in_shape)) if k not in axes]
     reduced_shape = [in_shape[k] for k in axes]
-    total = max(1, math.prod(reduced_shape))
+    total = math.prod(reduced_shape)          # 0 for an empty axis: the loop never runs
     group = reduce_group_size(total)
     n_out = max(1, math.prod(out_shape))
     t = c_type(kernel.output.dtype)
@@ -194,14 +194,15 @@ def render_reduce(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
     body += unravel("out_index", [in_shape[k] for k in kept], [idx[k] for k in kept])
     init = "0" if op is ReduceOps.SUM else lowest(kernel.output.dtype)
     body.append(f"{t} acc = ({t}){init};")
-    body.append(f"for (int r = lid; r < {total}; r += {group}) {{")
-    inner = unravel("r", reduced_shape, [idx[k] for k in axes])
     scalars = []
-    er = ExpressionRenderer(idx, scalars)
-    value = er.render(root.srcs[0])
-    combine = "acc + {0}" if op is ReduceOps.SUM else ("fmax(acc, {0})" if t in ("float", "double") else "max(acc, {0})")
-    inner += er.lines + [f"acc = {combine.format(value)};"]
-    body += ["  " + line for line in inner] + ["}"]
+    if total:
+        body.append(f"for (int r = lid; r < {total}; r += {group}) {{")
+        inner = unravel("r", reduced_shape, [idx[k] for k in axes])
+        er = ExpressionRenderer(idx, scalars)
+        value = er.render(root.srcs[0])
+        combine = "acc + {0}" if op is ReduceOps.SUM else ("fmax(acc, {0})" if t in ("float", "double") else "max(acc, {0})")
+        inner += er.lines + [f"acc = {combine.format(value)};"]
+        body += ["  " + line for line in inner] + ["}"]
     body += [f"__local {t} partial[{group}];", "partial[lid] = acc;", "barrier(CLK_LOCAL_MEM_FENCE);",
              f"for (int s = {group // 2}; s > 0; s >>= 1) {{",
              f"  if (lid < s) {{ {t} other = partial[lid + s]; partial[lid] = "

@@ -69,7 +69,8 @@ class TrainConfig:
 
 PRESETS = {
     # nanoGPT's "laptop" run of shakespeare_char: small enough for a CPU
-    "laptop": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, dropout=0.0, max_iters=2000,
+    # (nanoGPT's train.py leaves bias off, so the recipe has no biases in Linear and LayerNorm)
+    "laptop": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, dropout=0.0, bias=False, max_iters=2000,
                    lr=1e-3, min_lr=1e-4, lr_decay_iters=2000, warmup_iters=100, beta2=0.99, eval_interval=250,
                    eval_iters=20),
     # nanoGPT's config/train_shakespeare_char.py: the "baby GPT" (a GPU is advisable)

@@ -157,6 +157,27 @@ def _header(kernel, input_dtypes, scalars=()) -> Tuple[str, str]:
     return pragma, ", ".join(params)
 
 
+def _source(kernel, input_dtypes, scalars, name: str, body: List[str], attribute: str = "") -> str:
+    """The complete kernel: pragma, signature, indented body."""
+    pragma, params = _header(kernel, input_dtypes, scalars)
+    return f"{pragma}__kernel {attribute}void {name}({params}) {{\n  " + "\n  ".join(body) + "\n}\n"
+
+
+def _combine(op, t: str, a: str, b: str) -> str:
+    """How a reduction folds value b into accumulator a."""
+    if op is ReduceOps.SUM:
+        return f"{a} + {b}"
+    return f"fmax({a}, {b})" if t in ("float", "double") else f"max({a}, {b})"
+
+
+def _matmul_shapes(kernel):
+    """(A load, B load, batch shape, M, N, K, C type, batch index names) of a matmul kernel."""
+    a, b = kernel.ast.srcs
+    out_shape = kernel.output.shape
+    batch_shape, (M, N), K = out_shape[:-2], out_shape[-2:], a.view.shape[-1]
+    return a, b, batch_shape, M, N, K, c_type(kernel.output.dtype), [f"b{k}" for k in range(len(batch_shape))]
+
+
 def render_elementwise(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
     shape = kernel.output.shape
     n = max(1, math.prod(shape))
@@ -164,11 +185,9 @@ def render_elementwise(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tup
     scalars = []
     r = ExpressionRenderer(idx, scalars)
     result = r.render(kernel.ast)
-    pragma, params = _header(kernel, input_dtypes, scalars)
     body = ["const int gid = get_global_id(0);", f"if (gid >= {n}) return;"]
     body += unravel("gid", shape, idx) + r.lines + [f"out[gid] = {result};"]
-    src = f"{pragma}__kernel void {name}({params}) {{\n  " + "\n  ".join(body) + "\n}\n"
-    return src, (n,), None, scalars
+    return _source(kernel, input_dtypes, scalars, name, body), (n,), None, scalars
 
 
 def reduce_group_size(reduced: int) -> int:
@@ -200,27 +219,17 @@ def render_reduce(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
         inner = unravel("r", reduced_shape, [idx[k] for k in axes])
         er = ExpressionRenderer(idx, scalars)
         value = er.render(root.srcs[0])
-        combine = "acc + {0}" if op is ReduceOps.SUM else ("fmax(acc, {0})" if t in ("float", "double") else "max(acc, {0})")
-        inner += er.lines + [f"acc = {combine.format(value)};"]
+        inner += er.lines + [f"acc = {_combine(op, t, 'acc', value)};"]
         body += ["  " + line for line in inner] + ["}"]
     body += [f"__local {t} partial[{group}];", "partial[lid] = acc;", "barrier(CLK_LOCAL_MEM_FENCE);",
              f"for (int s = {group // 2}; s > 0; s >>= 1) {{",
-             f"  if (lid < s) {{ {t} other = partial[lid + s]; partial[lid] = "
-             + ("partial[lid] + other" if op is ReduceOps.SUM else
-                ("fmax(partial[lid], other)" if t in ("float", "double") else "max(partial[lid], other)")) + "; }",
+             f"  if (lid < s) {{ {t} other = partial[lid + s]; partial[lid] = {_combine(op, t, 'partial[lid]', 'other')}; }}",
              "  barrier(CLK_LOCAL_MEM_FENCE);", "}", "if (lid == 0) out[out_index] = partial[0];"]
-    pragma, params = _header(kernel, input_dtypes, scalars)
-    src = f"{pragma}__kernel void {name}({params}) {{\n  " + "\n  ".join(body) + "\n}\n"
-    return src, (n_out * group,), (group,), scalars
+    return _source(kernel, input_dtypes, scalars, name, body), (n_out * group,), (group,), scalars
 
 
 def render_matmul(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
-    a, b = kernel.ast.srcs
-    out_shape = kernel.output.shape
-    batch_shape, (M, N), K = out_shape[:-2], out_shape[-2:], a.view.shape[-1]
-    nbatch = max(1, math.prod(batch_shape))
-    t = c_type(kernel.output.dtype)
-    bidx = [f"b{k}" for k in range(len(batch_shape))]
+    a, b, batch_shape, M, N, K, t, bidx = _matmul_shapes(kernel)
     rtsm, rtsn = TSM // WPTM, TSN // WPTN
     loads_per_item = (TSM * TSK) // (rtsm * rtsn)
     a_load = load_expr(f"in{a.index}", a.view, bidx + ["gm", "gk"], a.dtype)
@@ -259,10 +268,8 @@ def render_matmul(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
         f"  if (gm < {M} && gn < {N}) out[batch * {M * N} + gm * {N} + gn] = acc[wm][wn];",
         "}",
     ]
-    pragma, params = _header(kernel, input_dtypes)
-    src = (f"{pragma}__kernel __attribute__((reqd_work_group_size({rtsn}, {rtsm}, 1)))\n"
-           f"void {name}({params}) {{\n  " + "\n  ".join(body) + "\n}\n")
-    global_size = (-(-N // TSN) * rtsn, -(-M // TSM) * rtsm, nbatch)
+    src = _source(kernel, input_dtypes, [], name, body, f"__attribute__((reqd_work_group_size({rtsn}, {rtsm}, 1)))\n")
+    global_size = (-(-N // TSN) * rtsn, -(-M // TSM) * rtsm, max(1, math.prod(batch_shape)))
     return src, global_size, (rtsn, rtsm, 1), []
 
 
@@ -273,12 +280,7 @@ CPU_RM, CPU_RN = 4, 32
 
 
 def render_matmul_cpu(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
-    a, b = kernel.ast.srcs
-    out_shape = kernel.output.shape
-    batch_shape, (M, N), K = out_shape[:-2], out_shape[-2:], a.view.shape[-1]
-    nbatch = max(1, math.prod(batch_shape))
-    t = c_type(kernel.output.dtype)
-    bidx = [f"b{k}" for k in range(len(batch_shape))]
+    a, b, batch_shape, M, N, K, t, bidx = _matmul_shapes(kernel)
 
     def block(guarded: bool):
         """The k loop over one block; the guarded copy serves the ragged edges of C."""
@@ -317,10 +319,8 @@ def render_matmul_cpu(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tupl
         f"for (int i = 0; i < {CPU_RM}; i++) for (int j = 0; j < {CPU_RN}; j++)",
         f"  if (m0 + i < {M} && n0 + j < {N}) out[batch * {M * N} + (m0 + i) * {N} + n0 + j] = acc[i][j];",
     ]
-    pragma, params = _header(kernel, input_dtypes)
-    src = (f"{pragma}__kernel __attribute__((reqd_work_group_size(1, 1, 1)))\n"
-           f"void {name}({params}) {{\n  " + "\n  ".join(body) + "\n}\n")
-    return src, (-(-N // CPU_RN), -(-M // CPU_RM), nbatch), (1, 1, 1), []
+    src = _source(kernel, input_dtypes, [], name, body, "__attribute__((reqd_work_group_size(1, 1, 1)))\n")
+    return src, (-(-N // CPU_RN), -(-M // CPU_RM), max(1, math.prod(batch_shape))), (1, 1, 1), []
 
 
 def render_gather(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
@@ -332,8 +332,7 @@ def render_gather(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
     value = load_expr(f"in{table.index}", table.view, ["row", idx[-1]], table.dtype)
     body = ["const int gid = get_global_id(0);", f"if (gid >= {n}) return;", *unravel("gid", out_shape, idx),
             f"const int row = (int){row};", f"out[gid] = {value};"]
-    pragma, params = _header(kernel, input_dtypes)
-    return f"{pragma}__kernel void {name}({params}) {{\n  " + "\n  ".join(body) + "\n}\n", (n,), None, []
+    return _source(kernel, input_dtypes, [], name, body), (n,), None, []
 
 
 def render_scatter_add(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
@@ -350,8 +349,7 @@ def render_scatter_add(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tup
             f"  if ((int){load_expr(f'in{index.index}', index.view, idx, index.dtype)} == n) "
             f"acc += {load_expr(f'in{rows.index}', rows.view, idx + ['d'], rows.dtype)};",
             "}", "out[gid] = acc;"]
-    pragma, params = _header(kernel, input_dtypes)
-    return f"{pragma}__kernel void {name}({params}) {{\n  " + "\n  ".join(body) + "\n}\n", (N * D,), None, []
+    return _source(kernel, input_dtypes, [], name, body), (N * D,), None, []
 
 
 RENDERERS = {"elementwise": render_elementwise, "reduce": render_reduce, "matmul": render_matmul,

@@ -41,6 +41,25 @@ def cl():
     return get_backend("cl")
 
 
+def find_shakespeare():
+    """Tiny Shakespeare for tests: $MINIGRAD_DATA, or the shared/ folder beside the repo."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    candidates = [os.path.join(os.environ.get("MINIGRAD_DATA", ""), "tinyshakespeare.txt"),
+                  os.path.join(here, "..", "..", "shared", "data", "tinyshakespeare.txt")]
+    return next((os.path.abspath(p) for p in candidates if os.path.isfile(p)), None)
+
+
+@pytest.fixture
+def shakespeare():
+    path = find_shakespeare()
+    if path is None:
+        message = "Tiny Shakespeare not found: set MINIGRAD_DATA to a folder holding tinyshakespeare.txt"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

@@ -9,8 +9,6 @@ import pytest
 from gpt import data
 from gpt.data import CharDataset, CharTokenizer, DataError, load_text
 
-SHAKESPEARE = "/work/shared/data/tinyshakespeare.txt"
-needs_shakespeare = pytest.mark.skipif(not os.path.isfile(SHAKESPEARE), reason="no local Tiny Shakespeare")
 
 
 @pytest.fixture
@@ -51,28 +49,24 @@ def test_a_path_is_read_as_text(tmp_path):
     assert text == "to be or not to be\n" and source == str(f)
 
 
-@needs_shakespeare
-def test_local_file_is_the_checksummed_shakespeare():
-    assert data.sha256_of(SHAKESPEARE) == data.SHAKESPEARE_SHA256
+def test_local_file_is_the_checksummed_shakespeare(shakespeare):
+    assert data.sha256_of(shakespeare) == data.SHAKESPEARE_SHA256
 
 
-@needs_shakespeare
-def test_shakespeare_found_through_minigrad_data(offline, monkeypatch):
-    monkeypatch.setenv("MINIGRAD_DATA", os.path.dirname(SHAKESPEARE))
+def test_shakespeare_found_through_minigrad_data(shakespeare, offline, monkeypatch):
+    monkeypatch.setenv("MINIGRAD_DATA", os.path.dirname(shakespeare))
     text, source = load_text("shakespeare")
-    assert source == SHAKESPEARE and text.startswith("First Citizen:")
+    assert source == shakespeare and text.startswith("First Citizen:")
 
 
-@needs_shakespeare
-def test_shakespeare_found_in_the_cache_when_offline(offline):
+def test_shakespeare_found_in_the_cache_when_offline(shakespeare, offline):
     os.makedirs(data.cache_dir())
-    shutil.copy(SHAKESPEARE, os.path.join(data.cache_dir(), "tinyshakespeare.txt"))
+    shutil.copy(shakespeare, os.path.join(data.cache_dir(), "tinyshakespeare.txt"))
     _, source = load_text("shakespeare")
     assert source == os.path.join(data.cache_dir(), "tinyshakespeare.txt")
 
 
-@needs_shakespeare
-def test_download_is_checksummed_and_cached(offline, monkeypatch):
+def test_download_is_checksummed_and_cached(shakespeare, offline, monkeypatch):
     class Response:
         def __init__(self, payload):
             self.payload = payload
@@ -86,7 +80,8 @@ def test_download_is_checksummed_and_cached(offline, monkeypatch):
         def __exit__(self, *exc):
             return False
 
-    good = open(SHAKESPEARE, "rb").read()
+    with open(shakespeare, "rb") as f:
+        good = f.read()
     monkeypatch.setattr(data.urllib.request, "urlopen", lambda *a, **k: Response(good[:-1] + b"?"))
     with pytest.raises(DataError, match="sha256"):
         load_text("shakespeare")

@@ -10,7 +10,6 @@ import pytest
 
 import minigrad
 from minigrad import Tensor
-from minigrad.backends import get_backend
 from minigrad.backends.opencl_render import render
 
 

@@ -98,6 +98,8 @@ class CausalSelfAttention(Module):
         self.c_proj = Linear(D, D, bias=config.bias)        # merges the heads back into D
         self.attn_dropout = Dropout(config.dropout)
         self.resid_dropout = Dropout(config.dropout)
+        self.keep_weights = False        # when True, the last attention weights stay in .weights
+        self.weights: Optional[Tensor] = None
 
     def forward(self, x: Tensor, cache: Optional[CacheSlot] = None):
         """x (B, T, D) -> (y (B, T, D), (K, V)).  With a `cache`, x is one new position
@@ -120,6 +122,8 @@ class CausalSelfAttention(Module):
         scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(D // H))      # (B, H, T, S)
         scores = scores.masked_fill(mask, float("-inf"))
         weights = self.attn_dropout(scores.softmax(-1))                      # (B, H, T, S), rows sum to 1
+        if self.keep_weights:
+            self.weights = weights                                           # still lazy: see attention_maps
         y = weights @ v                                                      # (B, H, T, D/H)
         y = y.transpose(1, 2).reshape(B, T, D)                               # (B, T, D): heads side by side
         return self.resid_dropout(self.c_proj(y)), (k, v)
@@ -244,6 +248,24 @@ class GPT(Module):
         V = self.config.vocab_size
         loss = logits.reshape(B * T, V).cross_entropy(targets.reshape(B * T))  # (B*T, V) vs (B*T,) -> ()
         return logits, loss
+
+    def attention_maps(self, idx) -> List[np.ndarray]:
+        """Run idx (B, T) through the model and return each block's attention weights, a list
+        of L arrays (B, H, T, T): row t says how much position t read from each position <= t."""
+        idx = idx if isinstance(idx, Tensor) else Tensor(np.asarray(idx), device=self.device)
+        attns = [block.attn for block in self.h]
+        was_training = self.training
+        self.eval()
+        try:
+            for attn in attns:
+                attn.keep_weights = True
+            with no_grad():
+                self(idx)
+            return [attn.weights.numpy() for attn in attns]
+        finally:
+            for attn in attns:
+                attn.keep_weights, attn.weights = False, None
+            self.train(was_training)
 
     # ---- training helpers -----------------------------------------------------------------
     def configure_optimizer(self, weight_decay: float, lr: float, betas=(0.9, 0.999)) -> AdamW:

@@ -59,6 +59,7 @@ class Kernel:
     inputs: List[Any]      # the LazyBuffers (bases) it reads; Load.index points in here
     ast: Any               # the expression tree; its root's shape is output.shape
     time_s: float = field(default=0.0)
+    prepared: Any = field(default=None, repr=False)   # a backend's compiled form, kept for replays
 
     @property
     def kind(self) -> str:

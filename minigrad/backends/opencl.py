@@ -151,14 +151,16 @@ class OpenCLBackend(Backend):
             index_node = root.srcs[1]
             index = read(self._host(inputs[index_node.index], index_node.dtype), index_node.view)
             _check_index(index, root.srcs[0].view.shape[0] if kind == "gather" else root.arg)
-        input_dtypes = [b.dtype for b in kernel.inputs]
-        source, global_size, local_size, scalars = render(kernel, input_dtypes, name=f"{kind}_kernel", cpu_device=self.is_cpu)
-        if debug.DEBUG >= 3:
-            print(source)
-        program = self._compile(source)
+        if kernel.prepared is None:                   # render and compile once per Kernel (a jit replays it)
+            source, global_size, local_size, scalars = render(kernel, [b.dtype for b in kernel.inputs],
+                                                              name=f"{kind}_kernel", cpu_device=self.is_cpu)
+            if debug.DEBUG >= 3:
+                print(source)
+            scalar_args = [dtype.type(value) for value, dtype in scalars]
+            kernel.prepared = (self._compile(source), global_size, local_size, scalar_args)
+        program, global_size, local_size, scalar_args = kernel.prepared
         t0 = time.perf_counter()
-        program(self.queue, global_size, local_size, out.buf, *[b.buf for b in inputs],
-                *[dtype.type(value) for value, dtype in scalars])
+        program(self.queue, global_size, local_size, out.buf, *[b.buf for b in inputs], *scalar_args)
         if debug.DEBUG >= 2:
             self.queue.finish()
             print(f"    cl launch global={global_size} local={local_size} {(time.perf_counter() - t0) * 1e3:.3f} ms")

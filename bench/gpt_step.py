@@ -19,7 +19,7 @@ import numpy as np
 import minigrad
 from gpt.model import GPT, GPTConfig
 from minigrad import Tensor
-from minigrad.backends import get_backend
+from minigrad.backends import available_devices, get_backend
 from minigrad.optim import clip_grad_norm_
 
 
@@ -125,14 +125,7 @@ def main():
     Tensor.manual_seed(1234)
     state = GPT(config).state_dict()
     batches = make_batches(config, args.batch_size, args.steps + args.warmup)
-    devices = args.devices
-    if devices is None:
-        devices = ["numpy"]
-        try:
-            get_backend("cl")
-            devices.append("cl")
-        except Exception as e:
-            print(f"(OpenCL skipped: {e})")
+    devices = args.devices or available_devices()
 
     results = {}
     for device in devices:

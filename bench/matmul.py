@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from minigrad import Tensor
-from minigrad.backends import get_backend
+from minigrad.backends import available_devices, get_backend
 
 
 def best_time(fn, repeat: int, min_time: float = 0.2) -> float:
@@ -94,14 +94,7 @@ def main():
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "matmul.json"))
     args = parser.parse_args()
-    devices = args.devices
-    if devices is None:
-        devices = ["numpy"]
-        try:
-            get_backend("cl")
-            devices.append("cl")
-        except Exception as e:
-            print(f"(OpenCL skipped: {e})")
+    devices = args.devices or available_devices()
     rows = bench_matmul(args.sizes, devices, args.repeat)
     overhead = bench_overhead(devices, args.repeat)
     print(f"{'n':>6} {'np.matmul GFLOP/s':>18} " + " ".join(f"{d + ' GFLOP/s':>14} {d + '/np':>8}" for d in devices))

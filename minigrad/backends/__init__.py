@@ -41,6 +41,18 @@ def canonical_device(device) -> str:
     return ALIASES[name]
 
 
+def available_devices(report=print) -> list:
+    """The devices that work here: "numpy" always, "cl" when an OpenCL device starts
+    (otherwise `report` is told why)."""
+    devices = ["numpy"]
+    try:
+        get_backend("cl")
+        devices.append("cl")
+    except Exception as e:  # OpenCLUnavailable, or a driver that fails to start
+        report(f"(OpenCL unavailable: {e})")
+    return devices
+
+
 def get_backend(device: str) -> Backend:
     device = canonical_device(device)
     if device not in _backends:

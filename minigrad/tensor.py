@@ -196,7 +196,11 @@ class Tensor:
         lines = [f"{len(schedule)} kernel(s) to realize {self.shape} {self.dtype}:"]
         for i, kernel in enumerate(schedule):
             lines.append(f"[{i}] {kernel!r}")
-            if source and kernel.kind not in ("rand", "copy"):
+            if not source:
+                continue
+            if kernel.kind == "copy" or (kernel.kind == "rand" and kernel.ast.arg[2] == 1):
+                lines.append("(no kernel: made on the host and copied in)\n")
+            else:
                 lines.append(render(kernel, [b.dtype for b in kernel.inputs], name=f"kernel{i}")[0])
         return "\n".join(lines)
 

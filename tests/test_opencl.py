@@ -160,3 +160,18 @@ def test_doctor_never_raises_and_reports():
     out = subprocess.run([sys.executable, "-m", "minigrad"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0
     assert "NumPy backend: works" in out.stdout and "Default device" in out.stdout
+
+
+def test_random_numbers_are_the_same_on_every_backend(cl):
+    """Uniform numbers come from a counter-based hash (rng.py): the OpenCL kernel and numpy
+    compute the same bits, so dropout masks agree across backends."""
+    def draw(device):
+        Tensor.manual_seed(7)
+        return Tensor.rand(1000, 3, device=device).numpy(), Tensor.ones(4000, device=device).dropout(0.25).numpy()
+    (u_np, d_np), (u_cl, d_cl) = draw("numpy"), draw("cl")
+    np.testing.assert_array_equal(u_cl, u_np)
+    np.testing.assert_array_equal(d_cl, d_np)
+    assert 0 <= u_np.min() and u_np.max() < 1
+    assert abs(u_np.mean() - 0.5) < 4 * np.sqrt(1 / 12 / u_np.size)      # within 4 sigma of a uniform's mean
+    assert abs(u_np.var() - 1 / 12) < 0.01
+    assert abs((d_np == 0).mean() - 0.25) < 4 * np.sqrt(0.25 * 0.75 / d_np.size)

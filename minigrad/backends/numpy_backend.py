@@ -7,6 +7,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..kernel import Const, Load
+from ..rng import uniform
 from ..ops import BinaryOps, LoadOps, ReduceOps, SpecialOps, TernaryOps, UnaryOps
 from . import Backend
 
@@ -95,12 +96,7 @@ class NumpyBackend(Backend):
             out[...] = 0
             np.add.at(out, index.reshape(-1), rows.reshape((-1,) + out.shape[1:]))
         elif op is LoadOps.RAND:
-            seed, counter, distribution = root.arg
-            rng = np.random.default_rng((seed, counter))
-            if distribution == 1:
-                rng.standard_normal(out.shape, dtype=out.dtype, out=out)
-            else:
-                rng.random(out.shape, dtype=out.dtype, out=out)
+            out[...] = random_values(root.arg, out.shape, out.dtype)
         else:
             self._eval(root, inputs, out=out)
 
@@ -125,6 +121,15 @@ class NumpyBackend(Backend):
             out[...] = result
             return out
         return result
+
+
+def random_values(arg, shape, dtype) -> np.ndarray:
+    """What a RAND kernel holds: uniform numbers from the counter-based hash (rng.py), the same
+    bits on every backend; normal ones (weight init only) from numpy's generator."""
+    seed, counter, distribution = arg
+    if distribution == 1:
+        return np.random.default_rng((seed, counter)).standard_normal(shape, dtype=dtype)
+    return uniform(int(np.prod(shape)), seed, counter, dtype).reshape(shape)
 
 
 def _check_index(index: np.ndarray, num_rows: int) -> None:

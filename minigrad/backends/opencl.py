@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import debug
 from . import Backend
-from .numpy_backend import _check_index, read
+from .numpy_backend import _check_index, random_values, read
 from .opencl_render import render
 
 INSTALL_HINT = ("install an OpenCL driver: your GPU vendor's, or PoCL to run OpenCL on the CPU "
@@ -140,12 +140,8 @@ class OpenCLBackend(Backend):
         kind = kernel.kind
         if kernel.output.size == 0:                    # nothing to compute (and no empty launch)
             return
-        if kind == "rand":
-            seed, counter, distribution = root.arg
-            rng = np.random.default_rng((seed, counter))
-            shape, dtype = kernel.output.shape, kernel.output.dtype
-            values = rng.standard_normal(shape, dtype=dtype) if distribution == 1 else rng.random(shape, dtype=dtype)
-            self.write(out, values)
+        if kind == "rand" and root.arg[2] == 1:        # normal numbers (weight init): made on the host
+            self.write(out, random_values(root.arg, kernel.output.shape, kernel.output.dtype))
             return
         if kind in ("gather", "scatter_add"):          # check indices on the host: a bad one must not read wild memory
             index_node = root.srcs[1]

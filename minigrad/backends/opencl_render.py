@@ -20,9 +20,10 @@ import numpy as np
 from ..kernel import Const, Load, Op, walk
 from ..ops import BinaryOps, ReduceOps, TernaryOps, UnaryOps
 from ..view import View
+from .. import rng
 
 C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double", np.dtype(np.int32): "int",
-           np.dtype(np.int64): "long", np.dtype(np.bool_): "uchar"}
+           np.dtype(np.int64): "long", np.dtype(np.bool_): "uchar", np.dtype(np.uint32): "uint"}
 
 UNARY = {UnaryOps.NEG: "(-{0})", UnaryOps.EXP: "exp({0})", UnaryOps.LOG: "log({0})", UnaryOps.SQRT: "sqrt({0})",
          UnaryOps.RECIPROCAL: "((({t})1)/{0})", UnaryOps.ERF: "erf({0})"}
@@ -352,7 +353,19 @@ def render_scatter_add(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tup
     return _source(kernel, input_dtypes, [], name, body), (N * D,), None, []
 
 
-RENDERERS = {"elementwise": render_elementwise, "reduce": render_reduce, "matmul": render_matmul,
+def render_rand(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
+    """Uniform numbers on the device: element i is a hash of (i, the tensor's keys), as in rng.py."""
+    n = max(1, math.prod(kernel.output.shape))
+    t = c_type(kernel.output.dtype)
+    seed, counter, _ = kernel.ast.arg
+    keys = [(k, np.dtype(np.uint32)) for k in rng.keys(seed, counter)]     # the arguments c0, c1
+    body = ["const uint gid = get_global_id(0);", f"if (gid >= {n}) return;",
+            "const uint bits = lowbias32(lowbias32(gid ^ c0) + c1);",
+            f"out[gid] = ({t})(bits >> 8) * ({t})(1.0 / 16777216.0);"]
+    return rng.LOWBIAS32_C + _source(kernel, input_dtypes, keys, name, body), (n,), None, keys
+
+
+RENDERERS = {"elementwise": render_elementwise, "rand": render_rand, "reduce": render_reduce, "matmul": render_matmul,
              "gather": render_gather, "scatter_add": render_scatter_add}
 
 

@@ -63,3 +63,12 @@ def shakespeare():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Under CI=true a skipped test fails the run: CI must install everything the tests need."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if os.environ.get("CI") and skipped and exitstatus == 0:
+        reporter.write_line(f"CI: {skipped} test(s) skipped; a skip in CI is a failure (install what they need)")
+        session.exitstatus = 1

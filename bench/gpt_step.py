@@ -16,11 +16,10 @@ import time
 
 import numpy as np
 
-import minigrad
 from gpt.model import GPT, GPTConfig
+from gpt.train import make_train_step
 from minigrad import Tensor
 from minigrad.backends import available_devices, get_backend
-from minigrad.optim import clip_grad_norm_
 
 
 def make_batches(config, batch_size, steps, seed=0):
@@ -38,16 +37,7 @@ def time_minigrad(config, state, batches, device, warmup, use_jit=False):
             p.lazydata = p.to(device).realize().lazydata
     optimizer = model.configure_optimizer(weight_decay=0.1, lr=1e-3, betas=(0.9, 0.99))
     backend = get_backend(device)
-
-    def step(x, y):
-        _, loss = model(x, y)
-        loss.backward()
-        clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad()
-        return loss
-    if use_jit:
-        step = minigrad.jit(step, state=[model, optimizer])
+    step = make_train_step(model, optimizer, grad_clip=1.0, use_jit=use_jit)
     losses, times = [], []
     for i, (x, y) in enumerate(batches):
         t0 = time.perf_counter()

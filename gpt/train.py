@@ -120,6 +120,21 @@ def lr_at(cfg: TrainConfig, it: int) -> float:
     return cosine_lr(it, cfg.lr, cfg.min_lr, cfg.warmup_iters, decay_iters)
 
 
+def make_train_step(model: GPT, optimizer, grad_clip: float = 1.0, use_jit: bool = True):
+    """step(x, y) -> loss: forward, backward, gradient clipping (0 disables it), the optimizer's
+    update.  With use_jit, minigrad.jit records the step's kernels on its second call and replays
+    them afterwards (same numbers as eager, dropout included): no graph building per step."""
+    def train_step(x: Tensor, y: Tensor) -> Tensor:
+        _, loss = model(x, y)
+        loss.backward()
+        if grad_clip > 0:
+            clip_grad_norm_(optimizer.params, grad_clip)
+        optimizer.step()
+        optimizer.zero_grad()
+        return loss
+    return minigrad.jit(train_step, state=[model, optimizer]) if use_jit else train_step
+
+
 def estimate_loss(model: GPT, data: CharDataset, eval_iters: int, device: str) -> dict:
     """Mean loss over eval_iters random batches of each split, without dropout."""
     model.eval()
@@ -183,19 +198,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
             "elapsed_s": elapsed_before + time.perf_counter() - t_start, "data_rng": data.rng_state(),
             "train_config": dataclasses.asdict(cfg), "data_source": source})
 
-    def train_step(x: Tensor, y: Tensor) -> Tensor:
-        """Forward, backward, clip, AdamW update: the same graph every iteration."""
-        _, loss = model(x, y)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            clip_grad_norm_(optimizer.params, cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad()
-        return loss
-
-    # minigrad.jit records the step's kernels on its second call and replays them afterwards
-    # (same numbers as eager, dropout included): no graph building or scheduling per step
-    step = minigrad.jit(train_step, state=[model, optimizer]) if cfg.jit else train_step
+    step = make_train_step(model, optimizer, cfg.grad_clip, use_jit=cfg.jit)
 
     n_params = model.num_parameters()
     tqdm.write(f"data: {source} ({len(ids):,} tokens, vocab {tokenizer.vocab_size}); model: {n_params:,} "

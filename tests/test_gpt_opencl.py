@@ -3,10 +3,9 @@ backend's losses, and generation gives the same tokens.  (On CI this runs on PoC
 the first step compiles every kernel once, a few seconds.)"""
 import numpy as np
 
-import minigrad
 from gpt.model import GPT, GPTConfig
+from gpt.train import make_train_step
 from minigrad import Tensor
-from minigrad.optim import clip_grad_norm_
 
 LAPTOP = dict(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=True)
 
@@ -16,15 +15,7 @@ def train_losses(device: str, steps: int = 20, use_jit: bool = True):
     model = GPT(GPTConfig(**LAPTOP), device=device)
     optimizer = model.configure_optimizer(weight_decay=0.1, lr=1e-3, betas=(0.9, 0.99))
 
-    def step(x, y):
-        _, loss = model(x, y)
-        loss.backward()
-        clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad()
-        return loss
-
-    run = minigrad.jit(step, state=[model, optimizer]) if use_jit else step
+    run = make_train_step(model, optimizer, grad_clip=1.0, use_jit=use_jit)
     rng = np.random.default_rng(0)
     losses = []
     for _ in range(steps):

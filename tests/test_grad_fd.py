@@ -11,6 +11,7 @@ import pytest
 
 import minigrad
 from minigrad import Tensor
+from op_cases import BINARY
 
 F64 = np.float64
 
@@ -126,15 +127,6 @@ def test_unary_on_views(name, view, device):
 
 
 # ---- binary with broadcasting ----------------------------------------------------------------
-BINARY = {
-    "add": lambda x, y: x + y,
-    "sub": lambda x, y: x - y,
-    "mul": lambda x, y: x * y,
-    "div": lambda x, y: x / y,
-    "pow": lambda x, y: x ** y,
-    "maximum": lambda x, y: x.maximum(y),
-    "minimum": lambda x, y: x.minimum(y),
-}
 SHAPES = [((3, 4), (4,)), ((2, 1, 4), (3, 1)), ((), (2, 3))]
 
 

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as TF
 
 from minigrad import Tensor, nn, optim
+from op_cases import BINARY
 
 RTOL, ATOL = 1e-5, 1e-5
 
@@ -87,15 +88,6 @@ def test_gelu_wide_range(device):
     parity(lambda t: t.gelu(approximate="tanh"), x, device=device, torch_fn=lambda t: TF.gelu(t, approximate="tanh"))
 
 
-BINARY = {
-    "add": lambda x, y: x + y,
-    "sub": lambda x, y: x - y,
-    "mul": lambda x, y: x * y,
-    "div": lambda x, y: x / y,
-    "pow": lambda x, y: x ** y,
-    "maximum": lambda x, y: x.maximum(y),
-    "minimum": lambda x, y: x.minimum(y),
-}
 
 
 @pytest.mark.parametrize("shapes", [((3, 4), (4,)), ((2, 1, 4), (3, 1))], ids=str)

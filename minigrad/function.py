@@ -95,6 +95,41 @@ class Erf(Function):
         return grad.elementwise(BinaryOps.MUL, slope)
 
 
+class Sin(Function):
+    def forward(self, x):
+        self.x = x
+        return x.elementwise(UnaryOps.SIN)
+
+    def backward(self, grad):                      # d/dx sin x = cos x = sin(pi/2 - x)
+        shifted = const_like(self.x, math.pi / 2).elementwise(BinaryOps.SUB, self.x)
+        return grad.elementwise(BinaryOps.MUL, shifted.elementwise(UnaryOps.SIN))
+
+
+class Sigmoid(Function):
+    """s = 1 / (1 + e^-x), a primitive of its own for a gradient that stays finite at both ends:
+    composed from exp and reciprocal, the chain rule would multiply 0 by e^300 = inf (NaN)."""
+    def forward(self, x):
+        one = const_like(x, 1)
+        self.out = one.elementwise(BinaryOps.ADD, x.elementwise(UnaryOps.NEG).elementwise(UnaryOps.EXP)) \
+            .elementwise(UnaryOps.RECIPROCAL)
+        return self.out
+
+    def backward(self, grad):                      # ds/dx = s (1 - s), which is 0, not NaN, far out
+        one_minus = const_like(self.out, 1).elementwise(BinaryOps.SUB, self.out)
+        return grad.elementwise(BinaryOps.MUL, self.out.elementwise(BinaryOps.MUL, one_minus))
+
+
+class PiecewiseConstant(Function):
+    """Ops whose value jumps but is flat in between (sign, floor, ceil, round): the value is
+    computed by the caller, and the gradient is 0 almost everywhere, as PyTorch defines it."""
+    def forward(self, x, value):
+        self.input = x
+        return value
+
+    def backward(self, grad):
+        return const_like(self.input, 0)
+
+
 class Relu(Function):
     def forward(self, x):
         self.out = x.elementwise(BinaryOps.MAX, const_like(x, 0))
@@ -286,14 +321,18 @@ class Shrink(Function):
 
 
 class Stride(Function):
+    """Every step-th element along each axis; a negative step walks the axis backwards
+    (step -1 is a flip), as in x[::-2]."""
     def forward(self, x, steps):
         self.input_shape, self.steps = x.shape, steps
         return x.movement(MovementOps.STRIDE, steps)
 
     def backward(self, grad):
-        """Put each gradient back at its place, zeros in between: per axis, (c,) -> (c, 1)
-        -> pad to (c, step) -> (c*step,) -> the first n."""
-        for axis, (n, step) in enumerate(zip(self.input_shape, self.steps)):
+        """Undo the flip first (a flip is its own inverse), then put each gradient back at its
+        place, zeros in between: per axis, (c,) -> (c, 1) -> pad to (c, step) -> (c*step,) -> the first n."""
+        if any(step < 0 for step in self.steps):
+            grad = grad.movement(MovementOps.STRIDE, tuple(-1 if step < 0 else 1 for step in self.steps))
+        for axis, (n, step) in enumerate(zip(self.input_shape, (abs(s) for s in self.steps))):
             if step == 1:
                 continue
             c = grad.shape[axis]

@@ -124,7 +124,7 @@ class Embedding(Module):
         self.weight.requires_grad = True
 
     def forward(self, idx: Tensor) -> Tensor:
-        return self.weight.gather(idx, axis=0)
+        return self.weight.take(idx, axis=0)
 
 
 class LayerNorm(Module):

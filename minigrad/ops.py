@@ -16,6 +16,7 @@ class UnaryOps(Enum):
     SQRT = auto()
     RECIPROCAL = auto()
     ERF = auto()      # for the exact GELU, 0.5 * x * (1 + erf(x / sqrt(2)))
+    SIN = auto()      # cos and tan are built from it: cos x = sin(pi/2 - x)
     CAST = auto()     # arg: the target dtype
 
 

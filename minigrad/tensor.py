@@ -10,6 +10,7 @@ Only the primitives in function.py touch LazyBuffers; everything here composes t
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from typing import Optional, Sequence, Tuple, Union
 
@@ -41,6 +42,18 @@ def _normalize_axes(axis, ndim: int) -> Tuple[int, ...]:
     if len(set(out)) != len(out):
         raise ValueError(f"axis {axis} repeats a dimension")
     return out
+
+
+def _accepts_dim(fn):
+    """PyTorch calls an axis `dim`: methods wrapped by this take either keyword."""
+    @functools.wraps(fn)
+    def wrapper(self, *args, dim=None, **kwargs):
+        if dim is not None:
+            if "axis" in kwargs:
+                raise TypeError(f"{fn.__name__}() takes axis= or dim=, not both")
+            kwargs["axis"] = dim
+        return fn(self, *args, **kwargs)
+    return wrapper
 
 
 def _shape_arg(shape) -> Tuple[int, ...]:
@@ -96,6 +109,14 @@ class Tensor:
     def ones_like(self, **kw) -> Tensor:
         return Tensor.full(self.shape, 1, dtype=kw.pop("dtype", self.dtype), device=kw.pop("device", self.device), **kw)
 
+    def full_like(self, value: Scalar, **kw) -> Tensor:
+        return Tensor.full(self.shape, value, dtype=kw.pop("dtype", self.dtype), device=kw.pop("device", self.device), **kw)
+
+    @staticmethod
+    def empty(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+        """A tensor whose values you will overwrite; here it holds zeros (a constant costs no memory)."""
+        return Tensor.zeros(*shape, dtype=dtype, device=device, requires_grad=requires_grad)
+
     @staticmethod
     def arange(start, stop=None, step=1, dtype=None, device=None) -> Tensor:
         if stop is None:
@@ -139,6 +160,24 @@ class Tensor:
     @staticmethod
     def normal(*shape, mean=0.0, std=1.0, **kw) -> Tensor:
         return (Tensor.randn(*shape, **kw) * std + mean).detach()
+
+    def multinomial(self, num_samples: int = 1, replacement: bool = False) -> Tensor:
+        """Draw indices from the rows of self (weights, not necessarily normalized): (V,) or (N, V)
+        -> (num_samples,) or (N, num_samples).  Each draw counts the entries of the running sum
+        (the CDF) that lie below a uniform number, so it is one lazy comparison."""
+        if self.ndim not in (1, 2):
+            raise ValueError(f"multinomial needs weights of shape (V,) or (N, V), got {self.shape}")
+        if num_samples < 1:
+            raise ValueError(f"multinomial needs num_samples >= 1, got {num_samples}")
+        if not replacement and num_samples > 1:
+            raise ValueError("multinomial without replacement draws one sample only; pass replacement=True")
+        weights = self.detach() if self.ndim == 2 else self.detach().unsqueeze(0)
+        cdf = weights._as_float().cumsum(1)
+        cdf = cdf / cdf[:, -1:]                                                # (N, V)
+        u = Tensor.rand(weights.shape[0], num_samples, 1, dtype=cdf.dtype, device=self.device)
+        picked = (cdf.unsqueeze(1) <= u).cast(dtypes.default_int).sum(2)      # (N, num_samples)
+        picked = picked.minimum(weights.shape[1] - 1)                          # u just below 1 with rounding
+        return picked if self.ndim == 2 else picked.squeeze(0)
 
     # ---- reading values ----------------------------------------------------------------
     @property
@@ -362,10 +401,29 @@ class Tensor:
     def relu(self):
         return F.Relu.apply(self)
 
+    def sin(self):
+        return F.Sin.apply(self._as_float())
+
+    def cos(self):
+        return (math.pi / 2 - self._as_float()).sin()
+
+    def tan(self):
+        return self.sin() / self.cos()
+
+    def exp2(self):
+        return (self._as_float() * math.log(2)).exp()
+
+    def log2(self):
+        return self.log() * (1 / math.log(2))
+
+    def rsqrt(self):
+        return self.sqrt().reciprocal()
+
     def sigmoid(self):
-        return (1 + (-self).exp()).reciprocal()
+        return F.Sigmoid.apply(self._as_float())
 
     def tanh(self):
+        """tanh x = 2 sigmoid(2x) - 1: the sigmoid's gradient keeps it finite for any x."""
         return 2 * (2 * self).sigmoid() - 1
 
     def abs(self):
@@ -374,8 +432,40 @@ class Tensor:
     def square(self):
         return self * self
 
+    def _piecewise_constant(self, value: Tensor) -> Tensor:
+        """`value` (computed from self) with the gradient 0 back to self, not a detached result."""
+        return F.PiecewiseConstant.apply(self, value=value.lazydata)
+
     def sign(self):
-        return (self > 0).cast(self.dtype) - (self < 0).cast(self.dtype)
+        value = (self > 0).cast(self.dtype) - (self < 0).cast(self.dtype)
+        return self._piecewise_constant(value) if dtypes.is_float(self.dtype) else value
+
+    def trunc(self):
+        """Round towards zero.  Floats of magnitude >= 2^23 (float32; 2^52 for float64) are already
+        whole numbers, and are passed through rather than cast to an integer that could overflow."""
+        if not dtypes.is_float(self.dtype):
+            return self
+        exact = 2.0 ** (np.finfo(self.dtype).nmant)
+        whole = self.cast(dtypes.int64).cast(self.dtype)
+        return self._piecewise_constant((self.abs() < exact).where(whole, self).detach())
+
+    def floor(self):
+        t = self.trunc().detach()
+        return self._piecewise_constant(t - (t > self).cast(self.dtype)) if dtypes.is_float(self.dtype) else self
+
+    def ceil(self):
+        t = self.trunc().detach()
+        return self._piecewise_constant(t + (t < self).cast(self.dtype)) if dtypes.is_float(self.dtype) else self
+
+    def round(self):
+        """Round half to even, as numpy and PyTorch do (2.5 -> 2, 3.5 -> 4)."""
+        if not dtypes.is_float(self.dtype):
+            return self
+        f = self.floor().detach()
+        diff = self.detach() - f
+        f_is_odd = (f - 2 * (f * 0.5).floor()) == 1
+        up = (diff > 0.5) | ((diff == 0.5) & f_is_odd)
+        return self._piecewise_constant(f + up.cast(self.dtype))
 
     def clip(self, min_=None, max_=None):
         out = self
@@ -395,8 +485,68 @@ class Tensor:
             return 0.5 * self * (1 + (math.sqrt(2 / math.pi) * (self + 0.044715 * self * self * self)).tanh())
         raise ValueError(f"gelu approximate must be 'none' or 'tanh', got {approximate!r}")
 
+    # activations: each is composed from the primitives, so its gradient comes for free; the
+    # choice of composition (where, not a product with a step) keeps gradients finite far out
+    def leakyrelu(self, neg_slope: float = 0.01):
+        return (self > 0).where(self, self * neg_slope)
+
+    def elu(self, alpha: float = 1.0):
+        negative = (self > 0).where(0.0, self)          # exp only ever sees x <= 0: no inf, no NaN
+        return (self > 0).where(self, alpha * (negative.exp() - 1))
+
+    def celu(self, alpha: float = 1.0):
+        negative = (self > 0).where(0.0, self)
+        return (self > 0).where(self, alpha * ((negative / alpha).exp() - 1))
+
+    def hardtanh(self, min_val: float = -1.0, max_val: float = 1.0):
+        """Clamp to [min_val, max_val]; the gradient is 0 at and beyond the edges, as in PyTorch."""
+        return (self <= min_val).where(min_val, (self >= max_val).where(max_val, self))
+
+    def relu6(self):
+        return self.hardtanh(0.0, 6.0)
+
+    def hardsigmoid(self):
+        return (self + 3).relu6() * (1 / 6)
+
+    def hardswish(self):
+        return self * (self + 3).relu6() * (1 / 6)
+
+    def softplus(self, beta: float = 1.0):
+        """log(1 + e^(beta x)) / beta, as max(x, 0) + log(1 + e^-|x|): e^ never overflows."""
+        x = self * beta if beta != 1 else self
+        out = x.maximum(0) + (1 + (-x.abs()).exp()).log()
+        return out * (1 / beta) if beta != 1 else out
+
+    def softsign(self):
+        return self / (1 + self.abs())
+
+    def mish(self):
+        return self * self.softplus().tanh()
+
+    def silu(self):
+        return self * self.sigmoid()
+
+    swish = silu
+
+    def quick_gelu(self):
+        return self * (1.702 * self).sigmoid()
+
+    def logsigmoid(self):
+        return -(-self).softplus()
+
     def logical_not(self):
         return self == False  # noqa: E712  (elementwise)
+
+    def __invert__(self):
+        return self.logical_not() if self.dtype == dtypes.bool_ else -self - 1
+
+    def __and__(self, other):
+        x, y = self._broadcasted(other)
+        return (x.bool().cast(dtypes.int32) * y.bool().cast(dtypes.int32)).bool()
+
+    def __or__(self, other):
+        x, y = self._broadcasted(other)
+        return (x.bool().cast(dtypes.int32) + y.bool().cast(dtypes.int32)).bool()
 
     # ---- binary ------------------------------------------------------------------------
     def add(self, other, reverse=False):
@@ -515,19 +665,24 @@ class Tensor:
         """How many elements each output of a reduction over `axis` combines."""
         return math.prod(self.shape[a] for a in _normalize_axes(axis, self.ndim))
 
+    @_accepts_dim
     def sum(self, axis=None, keepdim=False):
         return self._reduce(F.Sum, axis, keepdim)
 
+    @_accepts_dim
     def max(self, axis=None, keepdim=False):
         return self._reduce(F.Max, axis, keepdim)
 
+    @_accepts_dim
     def min(self, axis=None, keepdim=False):
         return -((-self).max(axis, keepdim))
 
+    @_accepts_dim
     def mean(self, axis=None, keepdim=False):
         count = self._count(axis)
         return self._as_float().sum(axis, keepdim) * (1.0 / count if count else float("nan"))  # empty: NaN, as numpy
 
+    @_accepts_dim
     def var(self, axis=None, keepdim=False, correction=1):
         """Variance, dividing by N - correction (1: the unbiased estimate, as PyTorch's default)."""
         x = self._as_float()
@@ -535,31 +690,38 @@ class Tensor:
         centered = x - x.mean(axis, keepdim=True)
         return centered.square().sum(axis, keepdim) * (1.0 / max(0, n - correction) if n > correction else float("nan"))
 
+    @_accepts_dim
     def std(self, axis=None, keepdim=False, correction=1):
         return self.var(axis, keepdim, correction).sqrt()
 
+    @_accepts_dim
     def any(self, axis=None, keepdim=False):
         return self.bool().cast(dtypes.default_int).max(axis, keepdim).bool()
 
+    @_accepts_dim
     def all(self, axis=None, keepdim=False):
         return self.bool().logical_not().any(axis, keepdim).logical_not()
 
+    @_accepts_dim
     def logsumexp(self, axis=-1, keepdim=False):
         """log(sum(exp(x))), shifted by the max so large inputs do not overflow."""
         m = self.max(axis, keepdim=True).detach()
         out = (self - m).exp().sum(axis, keepdim=True).log() + m
         return out if keepdim else out.squeeze(axis)
 
+    @_accepts_dim
     def softmax(self, axis=-1):
         """exp(x - max) / sum(exp(x - max)): subtracting the max keeps exp() from overflowing."""
         shifted = self - self.max(axis, keepdim=True).detach()
         e = shifted.exp()
         return e / e.sum(axis, keepdim=True)
 
+    @_accepts_dim
     def log_softmax(self, axis=-1):
         shifted = self - self.max(axis, keepdim=True).detach()
         return shifted - shifted.exp().sum(axis, keepdim=True).log()
 
+    @_accepts_dim
     def argmax(self, axis=None, keepdim=False):
         """Index of the first maximum (flattened when axis is None)."""
         if axis is None:
@@ -571,12 +733,14 @@ class Tensor:
         first = (is_max.cast(dtypes.default_int) * countdown).max(axis, keepdim)
         return n - first
 
+    @_accepts_dim
     def argmin(self, axis=None, keepdim=False):
         return (-self).argmax(axis, keepdim)
 
     # ---- movement (views: no copies) -----------------------------------------------------
-    def reshape(self, *shape) -> Tensor:
-        shape = _shape_arg(shape)
+    def reshape(self, *shape_args, shape=None) -> Tensor:
+        """reshape(2, 3), reshape((2, 3)) or reshape(shape=(2, 3)); one dimension may be -1."""
+        shape = _shape_arg(shape_args) if shape is None else _shape_arg((shape,))
         if shape.count(-1) > 1:
             raise ValueError(f"reshape to {shape}: only one dimension can be -1")
         if -1 in shape:
@@ -591,8 +755,8 @@ class Tensor:
 
     view = reshape
 
-    def permute(self, *order) -> Tensor:
-        order = _shape_arg(order)
+    def permute(self, *order_args, order=None) -> Tensor:
+        order = _shape_arg(order_args) if order is None else _shape_arg((order,))
         if sorted(_normalize_axis(a, self.ndim) for a in order) != list(range(self.ndim)):
             raise ValueError(f"permute order {order} is not a permutation of the {self.ndim} axes of {self.shape}")
         order = tuple(_normalize_axis(a, self.ndim) for a in order)
@@ -608,8 +772,8 @@ class Tensor:
     def T(self) -> Tensor:
         return self.permute(tuple(reversed(range(self.ndim))))
 
-    def expand(self, *shape) -> Tensor:
-        shape = _shape_arg(shape)
+    def expand(self, *shape_args, shape=None) -> Tensor:
+        shape = _shape_arg(shape_args) if shape is None else _shape_arg((shape,))
         if len(shape) < self.ndim:
             raise ValueError(f"cannot expand shape {self.shape} to {shape}: fewer dimensions")
         x = self.reshape((1,) * (len(shape) - self.ndim) + self.shape) if len(shape) > self.ndim else self
@@ -626,20 +790,26 @@ class Tensor:
         start, end = _normalize_axis(start, self.ndim), _normalize_axis(end, self.ndim)
         return self.reshape(self.shape[:start] + (math.prod(self.shape[start:end + 1]),) + self.shape[end + 1:])
 
+    @_accepts_dim
     def squeeze(self, axis=None) -> Tensor:
         if axis is None:
             return self.reshape(tuple(n for n in self.shape if n != 1))
         axes = _normalize_axes(axis, self.ndim)
         return self.reshape(tuple(n for i, n in enumerate(self.shape) if not (i in axes and n == 1)))
 
+    @_accepts_dim
     def unsqueeze(self, axis) -> Tensor:
         axis = _normalize_axis(axis, self.ndim + 1)
         return self.reshape(self.shape[:axis] + (1,) + self.shape[axis:])
 
     def pad(self, padding, value=0.0) -> Tensor:
-        """padding: one (before, after) pair per dimension."""
-        padding = tuple((int(a), int(b)) for a, b in padding)
-        if len(padding) != self.ndim or any(a < 0 or b < 0 for a, b in padding):
+        """padding: one (before, after) pair per dimension; None for a dimension leaves it alone."""
+        try:
+            padding = tuple((0, 0) if p is None else (int(p[0]), int(p[1])) for p in padding)
+            wrong_pairs = False
+        except (TypeError, ValueError, IndexError):
+            wrong_pairs = True
+        if wrong_pairs or len(padding) != self.ndim or any(a < 0 or b < 0 for a, b in padding):
             raise ValueError(f"pad needs one non-negative (before, after) pair for each of the {self.ndim} "
                              f"dimensions of {self.shape}, got {padding}")
         if all(p == (0, 0) for p in padding):
@@ -657,13 +827,58 @@ class Tensor:
             return self
         return F.Shrink.apply(self, bounds=bounds)
 
+    @_accepts_dim
+    def flip(self, axis) -> Tensor:
+        """Reverse the order along `axis` (an int or several): a view with negative strides."""
+        axes = _normalize_axes(axis, self.ndim)
+        return F.Stride.apply(self, steps=tuple(-1 if i in axes else 1 for i in range(self.ndim))) if axes else self
+
+    def repeat(self, *repeats) -> Tensor:
+        """Tile the tensor repeats[k] times along axis k (PyTorch's repeat, numpy's tile):
+        (a, b).repeat(2, 3) = reshape (1, a, 1, b) -> expand (2, a, 3, b) -> reshape (2a, 3b)."""
+        repeats = _shape_arg(repeats)
+        if len(repeats) < self.ndim:
+            raise ValueError(f"repeat needs at least {self.ndim} counts for shape {self.shape}, got {repeats}")
+        base = self.reshape((1,) * (len(repeats) - self.ndim) + self.shape)
+        interleaved = [n for size in base.shape for n in (1, size)]
+        expanded = [n for r, size in zip(repeats, base.shape) for n in (r, size)]
+        return base.reshape(interleaved).expand(expanded).reshape(tuple(r * n for r, n in zip(repeats, base.shape)))
+
+    def _diagonal_mask(self, k: int, upper: bool) -> Tensor:
+        rows, cols = self.shape[-2:]
+        r = Tensor.arange(rows, device=self.device).reshape(rows, 1)
+        c = Tensor.arange(cols, device=self.device).reshape(1, cols)
+        return (c - r >= k) if upper else (c - r <= k)
+
+    def tril(self, diagonal: int = 0) -> Tensor:
+        """Keep the elements on and below the k-th diagonal of the last two axes, zero the rest."""
+        return self._diagonal_mask(diagonal, upper=False).where(self, self.zeros_like())
+
+    def triu(self, diagonal: int = 0) -> Tensor:
+        return self._diagonal_mask(diagonal, upper=True).where(self, self.zeros_like())
+
+    @_accepts_dim
+    def cumsum(self, axis=0) -> Tensor:
+        """Running sum along `axis`, as one matrix product with an upper-triangular matrix of ones
+        (x @ U, U[i, j] = 1 for i <= j): BLAS does the work, and the gradient is the product with U^T."""
+        if self.ndim == 0:
+            return self
+        axis = _normalize_axis(axis, self.ndim)
+        n = self.shape[axis]
+        upper = Tensor.ones(n, n, dtype=self._as_float().dtype, device=self.device).triu()
+        out = self.transpose(axis, -1)._as_float() @ upper
+        out = out.transpose(axis, -1)
+        return out if dtypes.is_float(self.dtype) else out.round().cast(self.dtype if self.dtype != dtypes.bool_
+                                                                          else dtypes.default_int)
+
     # ---- indexing ----------------------------------------------------------------------
     def __getitem__(self, index) -> Tensor:
-        """Basic indexing: ints, slices (any step), None, Ellipsis; or an int Tensor for axis 0."""
-        if isinstance(index, Tensor):
-            return self.gather(index, axis=0)
+        """numpy's indexing: ints, slices (any step, negative too), None, Ellipsis, and int tensors
+        (or lists) on one or more axes.  The basic part is a view (shrink, stride, reshape); the
+        tensor indices then pick elements with one take() over the indexed axes flattened."""
         if not isinstance(index, tuple):
             index = (index,)
+        index = tuple(Tensor(i, device=self.device) if isinstance(i, (list, np.ndarray)) else i for i in index)
         if sum(i is Ellipsis for i in index) > 1:
             raise IndexError("an index can only have a single ellipsis ('...')")
         used = sum(1 for i in index if i is not None and i is not Ellipsis)
@@ -674,45 +889,82 @@ class Tensor:
             index = index[:at] + (slice(None),) * (self.ndim - used) + index[at + 1:]
         else:
             index = index + (slice(None),) * (self.ndim - used)
-        bounds, steps, final_shape, dim = [], [], [], 0
+        bounds, steps, final_shape, picks, dim = [], [], [], [], 0
+        advanced = any(isinstance(i, Tensor) for i in index)
         for item in index:
             if item is None:
                 final_shape.append(1)
                 continue
             n = self.shape[dim]
+            if isinstance(item, (bool, np.bool_)):
+                raise IndexError("a bool index is not supported; use .where() or an int tensor of positions")
             if isinstance(item, (int, np.integer)):
                 if not -n <= item < n:
                     raise IndexError(f"index {item} is out of range for axis {dim} with size {n}")
                 item = int(item) % n
-                bounds.append((item, item + 1)); steps.append(1)
+                if not advanced:
+                    bounds.append((item, item + 1)); steps.append(1)
+                else:                                   # beside tensor indices an int is one too (numpy)
+                    picks.append((len(final_shape), Tensor(item, device=self.device), n))
+                    bounds.append((0, n)); steps.append(1)
+                    final_shape.append(n)
             elif isinstance(item, slice):
-                start, stop, step = item.indices(n)
-                if step <= 0:
-                    raise IndexError("slices with a negative step are not supported; use flip-free indexing")
-                stop = max(stop, start)
-                bounds.append((start, stop)); steps.append(step)
-                final_shape.append(len(range(start, stop, step)))
+                picked = range(*item.indices(n))
+                if not picked:
+                    bounds.append((0, 0)); steps.append(1)
+                elif picked.step > 0:
+                    bounds.append((picked[0], picked[-1] + 1)); steps.append(picked.step)
+                else:                                   # walk back from picked[0] down to picked[-1]
+                    bounds.append((picked[-1], picked[0] + 1)); steps.append(picked.step)
+                final_shape.append(len(picked))
             elif isinstance(item, Tensor):
-                raise IndexError("a Tensor index is only supported alone (t[idx]); use .gather(idx, axis)")
+                if item.dtype.kind not in "iu":
+                    raise TypeError(f"indexing needs an integer index tensor, got dtype {item.dtype} "
+                                    f"(a bool mask would give a data-dependent shape: use .where())")
+                picks.append((len(final_shape), item, n))
+                bounds.append((0, n)); steps.append(1)
+                final_shape.append(n)
             else:
                 raise IndexError(f"unsupported index {item!r} of type {type(item).__name__}")
             dim += 1
         out = self.shrink(bounds)
         if any(s != 1 for s in steps):
             out = F.Stride.apply(out, steps=tuple(steps))
-        return out.reshape(tuple(final_shape))
+        out = out.reshape(tuple(final_shape))
+        return out._take_at(picks) if picks else out
 
-    def gather(self, index: Tensor, axis: int = 0) -> Tensor:
-        """Slices of self along `axis` picked by an int tensor: an embedding lookup when axis=0
-        (numpy's take: out.shape = self.shape[:axis] + index.shape + self.shape[axis+1:])."""
+    def _take_at(self, picks) -> Tensor:
+        """Advanced indexing: picks = [(axis, int tensor, size)].  The indexed axes move to the
+        front and flatten into one, the tensors combine into one flat index (row-major), and one
+        take() reads it; as in numpy, the result's indexed dims stay in place when the indexed
+        axes are adjacent, and come first otherwise."""
+        axes = [axis for axis, _, _ in picks]
+        shape = functools.reduce(broadcast_shape, [t.shape for _, t, _ in picks])
+        flat, scale = None, 1
+        for _, t, n in reversed(picks):
+            t = (t < 0).where(t + n, t)._broadcast_to(shape)     # negative indices count from the end
+            flat = t * scale if flat is None else flat + t * scale
+            scale *= n
+        rest = [a for a in range(self.ndim) if a not in axes]
+        front = self.permute(axes + rest).reshape((scale,) + tuple(self.shape[a] for a in rest))
+        out = front.take(flat, axis=0)                             # shape + rest
+        if axes == list(range(axes[0], axes[0] + len(axes))) and axes[0] > 0:
+            k, at = len(shape), axes[0]
+            order = list(range(k, k + at)) + list(range(k)) + list(range(k + at, out.ndim))
+            out = out.permute(order)
+        return out
+
+    def take(self, index, axis: int = 0) -> Tensor:
+        """Slices of self along `axis` picked by an int tensor, numpy's take: an embedding lookup
+        when axis=0.  out.shape = self.shape[:axis] + index.shape + self.shape[axis+1:]."""
         if not isinstance(index, Tensor):
             index = Tensor(index, device=self.device)
         if index.dtype.kind not in "iu":
-            raise TypeError(f"gather needs an integer index tensor, got dtype {index.dtype}")
+            raise TypeError(f"take needs an integer index tensor, got dtype {index.dtype}")
         axis = _normalize_axis(axis, self.ndim)
         if axis != 0:
             order = (axis,) + tuple(i for i in range(self.ndim) if i != axis)
-            picked = self.permute(order).gather(index, 0)                 # index.shape + rest
+            picked = self.permute(order).take(index, 0)                   # index.shape + rest
             k = index.ndim
             back = tuple(range(k, k + axis)) + tuple(range(k)) + tuple(range(k + axis, picked.ndim))
             return picked.permute(back)
@@ -720,14 +972,47 @@ class Tensor:
         out = F.Gather.apply(table, index)
         return out.reshape(index.shape + self.shape[1:])
 
+    def gather(self, dim, index) -> Tensor:
+        """PyTorch's gather: out[i][j][k] = self[i][index[i][j][k]][k] for dim=1.  index has
+        self's number of dims and fits inside it off `dim`; out has index's shape.  Built as a
+        one-hot comparison summed over `dim`, so the gradient is free.  For rows of a table
+        by index (an embedding lookup) use take()."""
+        if isinstance(dim, Tensor) and not isinstance(index, Tensor):   # tinygrad's old order (index, dim)
+            dim, index = index, dim
+        if not isinstance(index, Tensor):
+            index = Tensor(index, device=self.device)
+        if index.dtype.kind not in "iu":
+            raise TypeError(f"gather needs an integer index tensor, got dtype {index.dtype}")
+        dim = _normalize_axis(dim, self.ndim)
+        if index.ndim != self.ndim or any(i > n for a, (i, n) in enumerate(zip(index.shape, self.shape)) if a != dim):
+            raise ValueError(f"gather along dim {dim}: index of shape {index.shape} must have the {self.ndim} dims "
+                             f"of {self.shape} and fit inside it off dim {dim}")
+        n, m = self.shape[dim], index.shape[dim]
+        source = self.shrink(tuple((0, n) if a == dim else (0, i) for a, i in enumerate(index.shape)))
+        source = source.unsqueeze(dim).expand(index.shape[:dim] + (m, n) + index.shape[dim + 1:])
+        source = source.permute([a for a in range(source.ndim) if a != dim + 1] + [dim + 1])  # index.shape + (n,)
+        one_hot = index.unsqueeze(-1) == Tensor.arange(n, device=self.device)                 # index.shape + (n,)
+        return one_hot.where(source, 0).sum(-1)
+
     # ---- combining ---------------------------------------------------------------------
-    @staticmethod
-    def cat(*tensors, axis=0) -> Tensor:
-        if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
-            tensors = tuple(tensors[0])
+    def cat(self, *others, axis=0, dim=None) -> Tensor:
+        """Join tensors along an existing axis: Tensor.cat(a, b), Tensor.cat([a, b], dim=1) or
+        a.cat(b, c).  Each piece is padded with zeros to the full length and the pieces are
+        added: one fused kernel, and each piece's gradient is a shrink of the output's."""
+        tensors = list(self) if isinstance(self, (list, tuple)) else [self]
+        others = list(others)
+        if others and isinstance(others[-1], (int, np.integer)) and not isinstance(others[-1], bool):
+            axis = others.pop()
+        for o in others:
+            tensors.extend(o if isinstance(o, (list, tuple)) else [o])
+        axis = axis if dim is None else dim
         if not tensors:
             raise ValueError("cat needs at least one tensor")
+        if not all(isinstance(t, Tensor) for t in tensors):
+            raise TypeError(f"cat joins Tensors, got {[type(t).__name__ for t in tensors]}")
         first = tensors[0]
+        if any(t.ndim == 0 for t in tensors):
+            raise ValueError("cat cannot join 0-d tensors (they have no axis); use Tensor.stack")
         axis = _normalize_axis(axis, first.ndim)
         for t in tensors[1:]:
             if t.ndim != first.ndim or any(a != b for i, (a, b) in enumerate(zip(t.shape, first.shape)) if i != axis):
@@ -742,9 +1027,15 @@ class Tensor:
             offset += t.shape[axis]
         return out
 
-    @staticmethod
-    def stack(tensors: Sequence[Tensor], axis=0) -> Tensor:
-        tensors = list(tensors)
+    def stack(self, *others, axis=0, dim=None) -> Tensor:
+        """Join equal-shaped tensors along a new axis: Tensor.stack([a, b], dim=0) or a.stack(b)."""
+        tensors = list(self) if isinstance(self, (list, tuple)) else [self]
+        others = list(others)
+        if others and isinstance(others[-1], (int, np.integer)) and not isinstance(others[-1], bool):
+            axis = others.pop()
+        for o in others:
+            tensors.extend(o if isinstance(o, (list, tuple)) else [o])
+        axis = axis if dim is None else dim
         if not tensors:
             raise ValueError("stack needs at least one tensor")
         for t in tensors[1:]:
@@ -783,6 +1074,10 @@ class Tensor:
         if other.ndim == 1:
             out = out.squeeze(-1)
         return out
+
+    def dot(self, other) -> Tensor:
+        """numpy's dot for 1-D and 2-D operands: the same as matmul there."""
+        return self.matmul(other)
 
     def linear(self, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
         """x @ W^T + b, with W shaped (out, in) as in PyTorch."""
@@ -841,11 +1136,124 @@ class Tensor:
             raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
         return losses.sum() * (1.0 / max(1, int((values != ignore_index).sum())))
 
+    def binary_crossentropy(self, targets: Tensor) -> Tensor:
+        """Mean of -(y log p + (1 - y) log(1 - p)) for probabilities p = self; logs are clamped at
+        -100 as PyTorch does, so p = 0 or 1 gives a large loss, not inf."""
+        targets = targets if isinstance(targets, Tensor) else Tensor(targets, dtype=self.dtype, device=self.device)
+        log_p, log_not_p = self.log().maximum(-100), (1 - self).log().maximum(-100)
+        return -(targets * log_p + (1 - targets) * log_not_p).mean()
+
+    def binary_crossentropy_logits(self, targets: Tensor) -> Tensor:
+        """binary_crossentropy(sigmoid(self)) in the stable form softplus(x) - x y: no log of 0."""
+        targets = targets if isinstance(targets, Tensor) else Tensor(targets, dtype=self.dtype, device=self.device)
+        return (self.softplus() - self * targets).mean()
+
+    def scaled_dot_product_attention(self, key: Tensor, value: Tensor, attn_mask: Optional[Tensor] = None,
+                                     is_causal: bool = False, dropout_p: float = 0.0, scale: Optional[float] = None,
+                                     training: bool = True) -> Tensor:
+        """softmax(Q K^T / sqrt(d) + mask) V, with self as Q (..., T_q, d), key (..., T_k, d) and value
+        (..., T_k, d_v).  attn_mask: bool (True = may attend, PyTorch's meaning) or float (added to
+        the scores); is_causal: query i sees keys 0..i.  The one place attention is written, so a
+        fused kernel can later replace it for every caller."""
+        q, k, v = self, key, value
+        scores = (q @ k.transpose(-2, -1)) * (scale if scale is not None else 1 / math.sqrt(q.shape[-1]))
+        if is_causal:
+            if attn_mask is not None:
+                raise ValueError("scaled_dot_product_attention takes attn_mask or is_causal, not both")
+            attn_mask = Tensor.ones(q.shape[-2], k.shape[-2], dtype=dtypes.bool_, device=q.device).tril()
+        if attn_mask is not None:
+            scores = attn_mask.where(scores, float("-inf")) if attn_mask.dtype == dtypes.bool_ else scores + attn_mask
+        weights = scores.softmax(-1).dropout(dropout_p, training)
+        return weights @ v
+
+    # ---- convolution and pooling: sliding windows are views, the arithmetic one matmul ---------
+    def _windows(self, kernel: Tuple[int, int], stride: Tuple[int, int], dilation: Tuple[int, int]) -> Tensor:
+        """(N, C, H, W) -> (N, C, kh*kw, Ho, Wo): for each kernel tap (i, j), the strided view
+        x[:, :, i*dh :: sh, j*dw :: sw] of the (already padded) input, stacked.  This is im2col
+        built from movement ops only; the stack is one fused kernel."""
+        (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+        height, width = self.shape[-2:]
+        ho, wo = (height - dh * (kh - 1) - 1) // sh + 1, (width - dw * (kw - 1) - 1) // sw + 1
+        if ho <= 0 or wo <= 0:
+            raise ValueError(f"a {kh}x{kw} window (dilation {dilation}) does not fit an input of "
+                             f"{height}x{width} (after padding)")
+        taps = [self[:, :, i * dh: i * dh + sh * (ho - 1) + 1: sh, j * dw: j * dw + sw * (wo - 1) + 1: sw]
+                for i in range(kh) for j in range(kw)]
+        return Tensor.stack(taps, axis=2)
+
+    def _pad2d(self, padding: Tuple[int, int], value=0.0) -> Tensor:
+        ph, pw = padding
+        return self.pad(((0, 0), (0, 0), (ph, ph), (pw, pw)), value) if ph or pw else self
+
+    def conv2d(self, weight: Tensor, bias: Optional[Tensor] = None, stride=1, padding=0, dilation=1,
+               groups: int = 1) -> Tensor:
+        """2-D convolution (cross-correlation, as PyTorch): input (N, C, H, W), weight (O, C/groups, kh, kw)
+        -> (N, O, Ho, Wo).  im2col (windows as views) then one matrix product per group."""
+        if self.ndim != 4 or weight.ndim != 4:
+            raise ValueError(f"conv2d needs input (N, C, H, W) and weight (O, C/groups, kh, kw), "
+                             f"got {self.shape} and {weight.shape}")
+        n, c, _, _ = self.shape
+        out_channels, per_group, kh, kw = weight.shape
+        if c % groups or out_channels % groups or per_group * groups != c:
+            raise ValueError(f"conv2d: input has {c} channels, weight expects {per_group} per group x {groups} groups")
+        cols = self._pad2d(_pair(padding))._windows((kh, kw), _pair(stride), _pair(dilation))   # (N, C, kh*kw, Ho, Wo)
+        ho, wo = cols.shape[-2:]
+        cols = cols.reshape(n, groups, per_group * kh * kw, ho * wo)                            # (N, G, C/G*kh*kw, L)
+        w = weight.reshape(groups, out_channels // groups, per_group * kh * kw)                  # (G, O/G, C/G*kh*kw)
+        out = (w @ cols).reshape(n, out_channels, ho, wo)                                        # (N, G, O/G, L)
+        return out + bias.reshape(1, -1, 1, 1) if bias is not None else out
+
+    def conv_transpose2d(self, weight: Tensor, bias: Optional[Tensor] = None, stride=1, padding=0,
+                         output_padding=0, dilation=1, groups: int = 1) -> Tensor:
+        """The gradient of conv2d with respect to its input, as a layer: input (N, C, H, W), weight
+        (C, O/groups, kh, kw).  Spread the input out by the stride (zeros between pixels), pad by
+        dilation*(k-1) - padding, and convolve with the kernel flipped and its channel axes swapped."""
+        if self.ndim != 4 or weight.ndim != 4:
+            raise ValueError(f"conv_transpose2d needs input (N, C, H, W) and weight (C, O/groups, kh, kw), "
+                             f"got {self.shape} and {weight.shape}")
+        (sh, sw), (ph, pw), (oh, ow), (dh, dw) = map(_pair, (stride, padding, output_padding, dilation))
+        n, c, height, width = self.shape
+        in_channels, per_group, kh, kw = weight.shape
+        if in_channels != c or c % groups:
+            raise ValueError(f"conv_transpose2d: input has {c} channels, weight {weight.shape} expects {in_channels}")
+        x = self
+        if sh > 1 or sw > 1:                          # (H, W) -> (H, 1, W, 1) -> pad -> (H*sh, W*sw) -> crop
+            x = x.reshape(n, c, height, 1, width, 1).pad(((0, 0), (0, 0), (0, 0), (0, sh - 1), (0, 0), (0, sw - 1)))
+            x = x.reshape(n, c, height * sh, width * sw)[:, :, :(height - 1) * sh + 1, :(width - 1) * sw + 1]
+        edges = []
+        for k, d, p, extra in ((kh, dh, ph, oh), (kw, dw, pw, ow)):
+            edges.append((d * (k - 1) - p, d * (k - 1) - p + extra))
+        bounds = [(0, 0), (0, 0)] + [(-before if before < 0 else 0, -after if after < 0 else 0) for before, after in edges]
+        x = x.pad(((0, 0), (0, 0)) + tuple((max(b, 0), max(a, 0)) for b, a in edges))
+        if any(b or a for b, a in bounds):
+            x = x.shrink(tuple((b, size - a) for (b, a), size in zip(bounds, x.shape)))
+        w = weight.reshape(groups, c // groups, per_group, kh, kw).transpose(1, 2)
+        w = w.reshape(groups * per_group, c // groups, kh, kw).flip((2, 3))
+        return x.conv2d(w, bias, stride=1, padding=0, dilation=(dh, dw), groups=groups)
+
+    def max_pool2d(self, kernel_size=2, stride=None, padding=0, dilation=1) -> Tensor:
+        """The largest value in each window (N, C, H, W) -> (N, C, Ho, Wo); stride defaults to the
+        kernel size; padding counts as -inf, so it never wins."""
+        kernel = _pair(kernel_size)
+        windows = self._pad2d(_pair(padding), float("-inf"))._windows(kernel, _pair(stride or kernel_size),
+                                                                       _pair(dilation))
+        return windows.max(axis=2)
+
+    def avg_pool2d(self, kernel_size=2, stride=None, padding=0) -> Tensor:
+        """The mean of each window; padded zeros count (PyTorch's count_include_pad=True)."""
+        kernel = _pair(kernel_size)
+        return self._pad2d(_pair(padding))._windows(kernel, _pair(stride or kernel_size), (1, 1)).mean(axis=2)
+
     def sequential(self, layers) -> Tensor:
         x = self
         for layer in layers:
             x = layer(x)
         return x
+
+
+def _pair(value) -> Tuple[int, int]:
+    """conv and pooling sizes: 3 means (3, 3)."""
+    return (int(value), int(value)) if isinstance(value, (int, np.integer)) else tuple(int(v) for v in value)
 
 
 def broadcast_shape(a: Tuple[int, ...], b: Tuple[int, ...]) -> Tuple[int, ...]:

@@ -64,7 +64,7 @@ class View:
             return None
         return tuple(mask)
 
-    # ---- the five movement ops -------------------------------------------------
+    # ---- the movement ops ------------------------------------------------------
     def permute(self, order: Tuple[int, ...]) -> "View":
         mask = tuple(self.mask[i] for i in order) if self.mask else None
         return View(tuple(self.shape[i] for i in order), tuple(self.strides[i] for i in order), self.offset, mask)
@@ -96,8 +96,22 @@ class View:
         v = View(shape, self.strides, offset)
         return View(shape, self.strides, offset, v._with_mask(mask))
 
+    def flip(self, axes: Tuple[int, ...]) -> "View":
+        """Read the given axes backwards: start at the last element, step by -stride."""
+        offset = self.offset + sum((self.shape[a] - 1) * self.strides[a] for a in axes if self.shape[a] > 0)
+        strides = tuple(-st if i in axes else st for i, st in enumerate(self.strides))
+        mask = None
+        if self.mask:
+            mask = tuple((n - hi, n - lo) if i in axes else (lo, hi)
+                         for i, ((lo, hi), n) in enumerate(zip(self.mask, self.shape)))
+        return View(self.shape, strides, offset, mask)
+
     def stride(self, steps: Tuple[int, ...]) -> "View":
-        """Every steps[k]-th element along axis k, starting at the first (positive steps)."""
+        """Every steps[k]-th element along axis k, starting at the first; a negative step
+        starts at the last element and walks backwards (numpy's x[::-k])."""
+        flipped = tuple(i for i, s in enumerate(steps) if s < 0)
+        if flipped:
+            return self.flip(flipped).stride(tuple(abs(s) for s in steps))
         shape = tuple(-(-n // s) for n, s in zip(self.shape, steps))
         strides = tuple(st * s for st, s in zip(self.strides, steps))
         mask = None

@@ -340,22 +340,22 @@ def test_movement_then_compute(device):
 
 
 # ---- gather (embedding lookup), cat, stack ------------------------------------------------------
-def test_gather_getitem(device):
+def test_take_getitem(device):
     idx = np.array([[0, 2, 2], [4, 0, 2]])        # repeated rows: their gradients must add up
     check_grad(lambda t: t[Tensor(idx, device=t.device)], randn(5, 3, seed=50), device=device)
     check_grad(lambda t: t[Tensor(np.array([3, 3, 1]), device=t.device)], randn(4, seed=51), device=device)
 
 
 @pytest.mark.parametrize("axis", [0, 1, -1])
-def test_gather_axis(axis, device):
+def test_take_axis(axis, device):
     idx = np.array([[1, 0], [1, 1], [2, 0]])
-    check_grad(lambda t: t.gather(Tensor(idx, device=t.device), axis), randn(3, 4, 3, seed=52), device=device)
+    check_grad(lambda t: t.take(Tensor(idx, device=t.device), axis), randn(3, 4, 3, seed=52), device=device)
 
 
-def test_gather_on_views(device):
+def test_take_on_views(device):
     idx = np.array([2, 0, 2, 1])
     check_grad(lambda t: t.T[Tensor(idx, device=t.device)], randn(4, 3, seed=53), device=device)
-    check_grad(lambda t: t[::2].gather(Tensor(idx, device=t.device), 1), randn(6, 3, seed=54), device=device)
+    check_grad(lambda t: t[::2].take(Tensor(idx, device=t.device), 1), randn(6, 3, seed=54), device=device)
     check_grad(lambda t: t.expand(3, 4)[Tensor(idx[:2], device=t.device)], randn(3, 1, seed=55), device=device)
 
 

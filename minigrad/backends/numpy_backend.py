@@ -6,7 +6,7 @@ writes straight into the output buffer (`out=`), and matmul goes to BLAS via np.
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ..kernel import Const, Load
+from ..kernel import Const, Load, Op
 from ..rng import uniform
 from ..ops import BinaryOps, LoadOps, ReduceOps, SpecialOps, TernaryOps, UnaryOps
 from . import Backend
@@ -33,7 +33,7 @@ def erf(x: np.ndarray, out=None) -> np.ndarray:
 
 UFUNCS = {
     UnaryOps.NEG: np.negative, UnaryOps.EXP: np.exp, UnaryOps.LOG: np.log, UnaryOps.SQRT: np.sqrt,
-    UnaryOps.RECIPROCAL: np.reciprocal, UnaryOps.ERF: erf,
+    UnaryOps.RECIPROCAL: np.reciprocal, UnaryOps.ERF: erf, UnaryOps.SIN: np.sin,
     BinaryOps.ADD: np.add, BinaryOps.SUB: np.subtract, BinaryOps.MUL: np.multiply, BinaryOps.DIV: np.divide,
     BinaryOps.MAX: np.maximum, BinaryOps.CMPLT: np.less, BinaryOps.CMPEQ: np.equal,
 }
@@ -83,7 +83,11 @@ class NumpyBackend(Backend):
             return
         op = root.op
         if isinstance(op, ReduceOps):
-            REDUCERS[op](self._eval(root.srcs[0], inputs), axis=root.arg, keepdims=True, out=out)
+            src = root.srcs[0]
+            values = self._eval(src, inputs)
+            if isinstance(src, Op) and values.shape != src.shape:   # an expression of constants is 0-d
+                values = np.broadcast_to(values, src.shape)
+            REDUCERS[op](values, axis=root.arg, keepdims=True, out=out)
         elif op is SpecialOps.MATMUL:
             np.matmul(self._eval(root.srcs[0], inputs), self._eval(root.srcs[1], inputs), out=out)
         elif op is SpecialOps.GATHER:

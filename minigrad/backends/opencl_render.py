@@ -26,7 +26,8 @@ C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double", np.dty
            np.dtype(np.int64): "long", np.dtype(np.bool_): "uchar", np.dtype(np.uint32): "uint"}
 
 UNARY = {UnaryOps.NEG: "(-{0})", UnaryOps.EXP: "exp({0})", UnaryOps.LOG: "log({0})", UnaryOps.SQRT: "sqrt({0})",
-         UnaryOps.RECIPROCAL: "((({t})1)/{0})", UnaryOps.ERF: "erf({0})"}
+         UnaryOps.RECIPROCAL: "((({t})1)/{0})", UnaryOps.ERF: "erf({0})",
+         UnaryOps.SIN: "sin({0})"}
 BINARY = {BinaryOps.ADD: "({0}+{1})", BinaryOps.SUB: "({0}-{1})", BinaryOps.MUL: "({0}*{1})",
           BinaryOps.DIV: "({0}/{1})", BinaryOps.CMPLT: "(({t})({0}<{1}))", BinaryOps.CMPEQ: "(({t})({0}=={1}))"}
 

@@ -63,18 +63,18 @@ class CacheSlot:
     k: Tensor              # (B, H, block_size, D/H), positions 0..position-1 filled
     v: Tensor              # (B, H, block_size, D/H)
     slot: Tensor           # (1, 1, block_size, 1) bool, True at the new position
-    unwritten: Tensor      # (1, block_size) bool, True after the new position: masked out
+    written: Tensor        # (1, block_size) bool, True up to the new position: what the query may read
 
 
 _MASKS = {}
 
 
 def causal_mask(T: int, device: str) -> Tensor:
-    """(T, T) bool, True where query t would read a later key t' > t: those scores become
-    -inf, so after the softmax their weights are exactly 0."""
+    """(T, T) bool, True where query t may read key t' <= t; the other scores become -inf,
+    so after the softmax their weights are exactly 0."""
     if (T, device) not in _MASKS:
-        future = np.triu(np.ones((T, T), dtype=bool), k=1)                          # (T, T)
-        _MASKS[T, device] = Tensor(future, device=device).realize()
+        past = np.tril(np.ones((T, T), dtype=bool))                                  # (T, T)
+        _MASKS[T, device] = Tensor(past, device=device).realize()
     return _MASKS[T, device]
 
 
@@ -84,8 +84,8 @@ def cache_slots(cache: KVCache, position: int, device: str) -> List[CacheSlot]:
     S = cache[0][0].shape[2]
     slots = np.arange(S)
     slot = Tensor((slots == position).reshape(1, 1, S, 1), device=device)            # (1, 1, S, 1)
-    unwritten = Tensor((slots > position).reshape(1, S), device=device)               # (1, S)
-    return [CacheSlot(k, v, slot, unwritten) for k, v in cache]
+    written = Tensor((slots <= position).reshape(1, S), device=device)                # (1, S)
+    return [CacheSlot(k, v, slot, written) for k, v in cache]
 
 
 class CausalSelfAttention(Module):
@@ -115,16 +115,14 @@ class CausalSelfAttention(Module):
         if cache is not None:
             k = cache.slot.where(k, cache.k)                                 # (B, H, S, D/H), S = block_size
             v = cache.slot.where(v, cache.v)                                 # (B, H, S, D/H)
-            mask = cache.unwritten                                           # (1, S)
+            visible = cache.written                                          # (1, S)
         else:
-            mask = causal_mask(T, x.device)                                  # (T, T)
-        # scaled dot products: how much query i looks at key j, before the mask
-        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(D // H))      # (B, H, T, S)
-        scores = scores.masked_fill(mask, float("-inf"))
-        weights = self.attn_dropout(scores.softmax(-1))                      # (B, H, T, S), rows sum to 1
-        if self.keep_weights:
-            self.weights = weights                                           # still lazy: see attention_maps
-        y = weights @ v                                                      # (B, H, T, D/H)
+            visible = causal_mask(T, x.device)                               # (T, T)
+        # softmax(Q K^T / sqrt(D/H), future keys at -inf) V, with dropout on the weights
+        y = q.scaled_dot_product_attention(k, v, attn_mask=visible, dropout_p=self.attn_dropout.p,
+                                           training=self.training)          # (B, H, T, D/H)
+        if self.keep_weights:                                                # (B, H, T, S), rows sum to 1
+            self.weights = q.attention_weights(k, attn_mask=visible)        # still lazy: see attention_maps
         y = y.transpose(1, 2).reshape(B, T, D)                               # (B, T, D): heads side by side
         return self.resid_dropout(self.c_proj(y)), (k, v)
 

@@ -1148,23 +1148,28 @@ class Tensor:
         targets = targets if isinstance(targets, Tensor) else Tensor(targets, dtype=self.dtype, device=self.device)
         return (self.softplus() - self * targets).mean()
 
+    def attention_weights(self, key: Tensor, attn_mask: Optional[Tensor] = None, is_causal: bool = False,
+                          scale: Optional[float] = None) -> Tensor:
+        """softmax(Q K^T * scale + mask) with self as Q (..., T_q, d) and key (..., T_k, d): row i says how
+        much query i reads from each key.  attn_mask: bool (True = may attend, PyTorch's meaning) or
+        float (added to the scores); is_causal: query i sees keys 0..i.  scale defaults to 1/sqrt(d)."""
+        scores = (self @ key.transpose(-2, -1)) * (scale if scale is not None else 1 / math.sqrt(self.shape[-1]))
+        if is_causal:
+            if attn_mask is not None:
+                raise ValueError("attention takes attn_mask or is_causal, not both")
+            attn_mask = Tensor.ones(self.shape[-2], key.shape[-2], dtype=dtypes.bool_, device=self.device).tril()
+        if attn_mask is not None:
+            scores = attn_mask.where(scores, float("-inf")) if attn_mask.dtype == dtypes.bool_ else scores + attn_mask
+        return scores.softmax(-1)
+
     def scaled_dot_product_attention(self, key: Tensor, value: Tensor, attn_mask: Optional[Tensor] = None,
                                      is_causal: bool = False, dropout_p: float = 0.0, scale: Optional[float] = None,
                                      training: bool = True) -> Tensor:
-        """softmax(Q K^T / sqrt(d) + mask) V, with self as Q (..., T_q, d), key (..., T_k, d) and value
-        (..., T_k, d_v).  attn_mask: bool (True = may attend, PyTorch's meaning) or float (added to
-        the scores); is_causal: query i sees keys 0..i.  The one place attention is written, so a
-        fused kernel can later replace it for every caller."""
-        q, k, v = self, key, value
-        scores = (q @ k.transpose(-2, -1)) * (scale if scale is not None else 1 / math.sqrt(q.shape[-1]))
-        if is_causal:
-            if attn_mask is not None:
-                raise ValueError("scaled_dot_product_attention takes attn_mask or is_causal, not both")
-            attn_mask = Tensor.ones(q.shape[-2], k.shape[-2], dtype=dtypes.bool_, device=q.device).tril()
-        if attn_mask is not None:
-            scores = attn_mask.where(scores, float("-inf")) if attn_mask.dtype == dtypes.bool_ else scores + attn_mask
-        weights = scores.softmax(-1).dropout(dropout_p, training)
-        return weights @ v
+        """softmax(Q K^T / sqrt(d) + mask) V (PyTorch's F.scaled_dot_product_attention), value (..., T_k, d_v),
+        with dropout on the weights while training.  The one place attention is computed (the GPT
+        calls it), so a fused kernel can later replace it for every caller."""
+        weights = self.attention_weights(key, attn_mask, is_causal, scale)
+        return weights.dropout(dropout_p, training) @ value
 
     # ---- convolution and pooling: sliding windows are views, the arithmetic one matmul ---------
     def _windows(self, kernel: Tuple[int, int], stride: Tuple[int, int], dilation: Tuple[int, int]) -> Tensor:

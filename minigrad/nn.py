@@ -1,4 +1,4 @@
-"""Layers: Module (a container of parameters), Linear, Embedding, LayerNorm, Dropout."""
+"""Layers: Module (a container of parameters), Linear, Conv2d, Embedding, LayerNorm, Dropout."""
 import math
 from collections import OrderedDict
 from typing import Dict, Iterator, List, Tuple
@@ -114,6 +114,26 @@ class Linear(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x.linear(self.weight, self.bias)
+
+
+class Conv2d(Module):
+    """(N, C, H, W) -> (N, O, Ho, Wo) by Tensor.conv2d; weight (O, C/groups, kh, kw) initialized
+    uniform(+-1/sqrt(fan_in)) as in PyTorch, fan_in = C/groups * kh * kw."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = True):
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        bound = 1 / math.sqrt(in_channels // groups * kh * kw)
+        self.weight = Tensor.uniform(out_channels, in_channels // groups, kh, kw, low=-bound, high=bound).realize()
+        self.weight.requires_grad = True
+        self.bias = None
+        if bias:
+            self.bias = Tensor.uniform(out_channels, low=-bound, high=bound).realize()
+            self.bias.requires_grad = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.conv2d(self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
 class Embedding(Module):

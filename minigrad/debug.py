@@ -4,6 +4,8 @@ DEBUG=1  one line per realize: how many kernels ran and how long they took
 DEBUG=2  one line per kernel: the ops it fused, its shapes and its time
 DEBUG=3  as 2, plus each generated kernel's source (OpenCL)
 NAN=1    anomaly mode from the start (or use `with minigrad.detect_anomaly():`)
+POISON=1 a jit replay fills each intermediate buffer with NaN after its planned last use, so a
+         wrong memory plan shows up as a NaN loss instead of a subtly wrong one
 """
 import contextlib
 import os
@@ -11,6 +13,7 @@ import traceback
 
 DEBUG = int(os.environ.get("DEBUG", "0") or 0)
 _anomaly = [os.environ.get("NAN", "0") not in ("", "0")]
+POISON_FREED = os.environ.get("POISON", "0") not in ("", "0")
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 

@@ -11,6 +11,10 @@ with its buffers, and from then on replays that list directly on the backend:
         loss = step(Tensor(x), Tensor(y))        # call 3 onwards: kernels only
 
 What a replay does:
+  * it runs the captured kernels on buffers planned once: the step's intermediates share a
+    few buffers by liveness (one is handed to the next kernel that needs that size once its
+    last reader has run), so a replay allocates nothing and holds about what the busiest
+    moment of the step needs, not every intermediate at once;
   * the arguments' buffers stand in for the captured arguments' (shapes must match);
   * state tensors (the model's parameters, the optimizer's moments and step count) swap
     between two buffers, one read and one written per replay, and are re-pointed after;
@@ -21,8 +25,13 @@ Data must come in as Tensor arguments, and numbers that change (the learning rat
 device tensors; host data made inside the function (Tensor(np.arange(T))) is replayed as
 captured.  Values returned are copies, safe to keep.
 """
-from typing import List
+import weakref
+from collections import defaultdict
+from typing import Dict, List
 
+import numpy as np
+
+from . import debug
 from .backends import get_backend
 from .kernel import Op
 from .lazy import LazyBuffer
@@ -42,12 +51,70 @@ def _as_plain_buffer(t: Tensor) -> Tensor:
     return t.realize()
 
 
+class Recording:
+    """The kernels a capture ran, with their buffers numbered in order of first appearance.
+
+    A buffer that existed before its first use (a parameter, an argument) is held strongly.
+    One that a captured kernel made is held weakly, so the capture frees intermediates exactly
+    as an eager step does; the ones that died by the end are the step's intermediates, which
+    plan() lays out on shared buffers by liveness."""
+
+    def __init__(self):
+        self.calls = []                       # (detached kernel, output number, input numbers)
+        self.specs = []                       # number -> (size, dtype, device)
+        self.refs = []                        # number -> the buffer, or a weakref to it
+        self._numbers: Dict[int, int] = {}    # id(buffer) -> number, for buffers alive now
+
+    def _number(self, buffer, spec, made_here: bool) -> int:
+        key = id(buffer)
+        if key in self._numbers:
+            return self._numbers[key]
+        n = len(self.refs)
+        self._numbers[key] = n
+        self.specs.append(spec)
+        if made_here:
+            self.refs.append(weakref.ref(buffer, lambda _, key=key: self._numbers.pop(key, None)))
+        else:
+            self.refs.append(lambda buffer=buffer: buffer)
+        return n
+
+    def record(self, kernel, out_buffer, input_buffers) -> None:
+        ins = [self._number(b, (lb.size, lb.dtype, lb.device), made_here=False)
+               for b, lb in zip(input_buffers, kernel.inputs)]
+        out = self._number(out_buffer, (kernel.output.size, kernel.output.dtype, kernel.output.device),
+                           made_here=True)
+        self.calls.append((kernel.detached(), out, ins))
+
+    def plan(self):
+        """(buffers, last uses): every number's buffer for replays.  Live ones keep theirs; each
+        dead one gets a buffer of its size from a free list, taken at its first write and given
+        back after its last read, so intervals that do not overlap share memory."""
+        buffers = [ref() for ref in self.refs]
+        last_use = {}
+        for i, (_, out, ins) in enumerate(self.calls):
+            for n in [out] + ins:
+                last_use[n] = i
+        free = defaultdict(list)
+        ends = defaultdict(list)                  # call index -> numbers whose last use it is
+        for n, i in last_use.items():
+            if buffers[n] is None:
+                ends[i].append(n)
+        for i, (_, out, _) in enumerate(self.calls):
+            if buffers[out] is None:
+                size, dtype, device = self.specs[out]
+                reusable = free[self.specs[out]]
+                buffers[out] = reusable.pop() if reusable else get_backend(device).allocate(size, dtype)
+            for n in ends[i]:
+                free[self.specs[n]].append(buffers[n])
+        return buffers, dict(ends)
+
+
 class jit:
     def __init__(self, fn, state=()):
         self.fn = fn
         self.state_objects = list(state)
         self.calls = 0
-        self.kernels = None          # [(kernel, output buffer, input buffers)] once captured
+        self.recording = None        # a Recording, once captured
 
     def _state_tensors(self) -> List[Tensor]:
         found, seen = [], set()
@@ -69,7 +136,7 @@ class jit:
     def __call__(self, *args):
         args = tuple(_as_plain_buffer(a) if isinstance(a, Tensor) else a for a in args)
         self.calls += 1
-        if self.kernels is not None:
+        if self.recording is not None:
             return self._replay(args)
         if self.calls == 1:
             return self.fn(*args)
@@ -83,7 +150,7 @@ class jit:
         self.arg_signature = [(a.shape, a.dtype, a.device) if isinstance(a, Tensor) else a for a in args]
         self.arg_buffers = [_buffer(a) for a in args if isinstance(a, Tensor)]
         self.counter_start = Tensor._rng_counter
-        recording = []
+        recording = Recording()
         recorders.append(recording)
         try:
             result = self.fn(*args)
@@ -96,7 +163,8 @@ class jit:
         self.state_pairs = list(zip(before, after))
         self.output_reads = [(_buffer(o), o.lazydata.view, o.dtype, o.device) for o in outputs]
         self.result_is_tuple = isinstance(result, (tuple, list))
-        self.kernels = recording
+        self.buffers, self.released_after = recording.plan()
+        self.recording = recording
         return result
 
     @staticmethod
@@ -128,10 +196,15 @@ class jit:
             swap[id(captured)] = _buffer(a)
         counter_shift = Tensor._rng_counter - self.counter_start
         Tensor._rng_counter += self.counters_per_call
-        for kernel, out_buffer, input_buffers in self.kernels:
+        buffers = [swap.get(id(b), b) for b in self.buffers]
+        poison = debug.POISON_FREED
+        for i, (kernel, out, ins) in enumerate(self.recording.calls):
             if kernel.kind == "rand":
                 kernel = _reseeded(kernel, counter_shift)
-            run_kernel(kernel, swap.get(id(out_buffer), out_buffer), [swap.get(id(b), b) for b in input_buffers])
+            run_kernel(kernel, buffers[out], [buffers[n] for n in ins])
+            if poison:                            # debug: a buffer read after its planned last use reads NaN
+                for n in self.released_after.get(i, ()):
+                    _poison(buffers[n], self.recording.specs[n])
         for t, (_, write_buf) in zip(state, self.state_pairs):
             buffer = swap.get(id(write_buf), write_buf)
             if buffer is not _buffer(t):
@@ -150,6 +223,12 @@ def _reseeded(kernel, counter_shift: int):
     _, counter, distribution = root.arg
     ast = Op(root.op, root.srcs, (Tensor._seed, counter + counter_shift, distribution), root.dtype, root.shape)
     return Kernel(kernel.output, kernel.inputs, ast)
+
+
+def _poison(buffer, spec) -> None:
+    size, dtype, device = spec
+    if np.dtype(dtype).kind == "f":
+        get_backend(device).write(buffer, np.full(size, np.nan, dtype))
 
 
 def _wrap(buffer, like: Tensor) -> LazyBuffer:

@@ -53,6 +53,19 @@ def walk(node):
     return order
 
 
+@dataclass(frozen=True)
+class BufferSpec:
+    """What a backend needs to know of a kernel's output or input without the graph node:
+    a jit keeps kernels with these, so it holds no LazyBuffer (and no buffer) alive."""
+    device: str
+    shape: Tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 1
+
+
 @dataclass
 class Kernel:
     output: Any            # the LazyBuffer (a base) this kernel fills
@@ -69,6 +82,12 @@ class Kernel:
         if isinstance(root, (SpecialOps, LoadOps)):
             return root.name.lower()
         return "elementwise"
+
+    def detached(self) -> "Kernel":
+        """The same kernel (and compiled program) with BufferSpecs instead of graph nodes."""
+        def spec(b):
+            return BufferSpec(b.device, tuple(b.shape), b.dtype)
+        return Kernel(spec(self.output), [spec(b) for b in self.inputs], self.ast, self.time_s, self.prepared)
 
     def fused_ops(self) -> List[str]:
         return [n.op.name.lower() for n in walk(self.ast) if isinstance(n, Op)]

@@ -119,11 +119,16 @@ def _lower(node: LazyBuffer, materialize: set, inputs: List[LazyBuffer]) -> Op:
             srcs.append(load(s, view))
         return Op(b.op, tuple(srcs), b.arg, b.dtype, tuple(shape))
 
-    if node.op is LoadOps.CONTIGUOUS:             # a copy: the kernel is just its source read in order
-        return load(node.srcs[0], node.srcs[0].view)
-    if node.op is LoadOps.CONST:                  # a constant asked for as a buffer: a fill
-        return Const(node.arg, node.dtype)
-    return Op(node.op, tuple(load(s, s.view) for s in node.srcs), node.arg, node.dtype, node.shape)
+    try:
+        if node.op is LoadOps.CONTIGUOUS:         # a copy: the kernel is just its source read in order
+            return load(node.srcs[0], node.srcs[0].view)
+        if node.op is LoadOps.CONST:              # a constant asked for as a buffer: a fill
+            return Const(node.arg, node.dtype)
+        return Op(node.op, tuple(load(s, s.view) for s in node.srcs), node.arg, node.dtype, node.shape)
+    finally:
+        # load and expression call each other, a reference cycle through their closures that
+        # would keep `inputs` (and so buffers) alive until Python's cycle collector runs
+        load = expression = None
 
 
 def create_schedule(targets: List[LazyBuffer]) -> List[Kernel]:
@@ -142,8 +147,8 @@ def create_schedule(targets: List[LazyBuffer]) -> List[Kernel]:
             materialize.add(id(e.node))
 
 
-# A JIT capture (jit.py) appends a list here; every kernel run is then recorded into it
-# as (kernel, output buffer, input buffers) so that it can be replayed without Python graphs.
+# A JIT capture (jit.py) appends a Recording here; every kernel run is then recorded into it
+# with its output and input buffers, so that it can be replayed without Python graphs.
 recorders: List[list] = []
 
 
@@ -160,9 +165,14 @@ def run_kernel(kernel: Kernel, out_buffer, input_buffers) -> None:
 
 
 def run_schedule(schedule: List[Kernel]) -> None:
+    """Run the kernels in order.  Memory is freed by liveness, through Python's reference counts:
+    once a kernel has run, it is dropped from the list and its output forgets the graph that made
+    it, so a buffer that no later kernel and no live Tensor reads is released right then, not at
+    the end of the schedule (a training step's intermediates never all exist at once)."""
     from .backends import get_backend
     start = time.perf_counter()
-    for kernel in schedule:
+    count = len(schedule)
+    for position, kernel in enumerate(schedule):
         out = kernel.output
         backend = get_backend(out.device)
         t0 = time.perf_counter()
@@ -171,7 +181,7 @@ def run_schedule(schedule: List[Kernel]) -> None:
         input_buffers = [b.realized for b in kernel.inputs]
         run_kernel(kernel, out.realized, input_buffers)
         for recording in recorders:
-            recording.append((kernel, out.realized, input_buffers))
+            recording.record(kernel, out.realized, input_buffers)
         if debug.DEBUG >= 2 or debug.anomaly_enabled():
             backend.synchronize()
         kernel.time_s = time.perf_counter() - t0
@@ -179,11 +189,10 @@ def run_schedule(schedule: List[Kernel]) -> None:
             print(f"  {kernel.time_s * 1e3:8.3f} ms  {kernel!r}")
         if debug.anomaly_enabled():
             _check_finite(kernel, backend)
-    for kernel in schedule:                  # the graph behind a realized buffer is no longer needed
-        out = kernel.output
-        out.op, out.srcs, out.arg = LoadOps.BUFFER, (), None
-    if debug.DEBUG >= 1 and schedule:
-        print(f"realize: {len(schedule)} kernels in {(time.perf_counter() - start) * 1e3:.2f} ms")
+        out.op, out.srcs, out.arg = LoadOps.BUFFER, (), None     # the graph behind it is no longer needed
+        schedule[position] = kernel = input_buffers = None          # nor the kernel, nor its inputs
+    if debug.DEBUG >= 1 and count:
+        print(f"realize: {count} kernels in {(time.perf_counter() - start) * 1e3:.2f} ms")
 
 
 def _check_finite(kernel: Kernel, backend) -> None:

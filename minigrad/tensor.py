@@ -268,11 +268,14 @@ class Tensor:
         return bool(self.item())
 
     # ---- autograd ----------------------------------------------------------------------
-    def backward(self, gradient: Optional[Tensor] = None) -> None:
+    def backward(self, gradient: Optional[Tensor] = None, retain_graph: bool = False) -> None:
         """Fill .grad of every tensor that requires it, by the chain rule from this one back.
 
         The graph is walked in reverse topological order with an explicit stack, so chains
-        of any length work.  Gradients add up in .grad until zero_grad()."""
+        of any length work.  Gradients add up in .grad until zero_grad().  Afterwards the graph
+        is freed, as in PyTorch: the values its ops saved for backward (activations) are then
+        held only by the lazy gradients, so realizing those releases each one after its last
+        use.  retain_graph=True keeps it for a second backward."""
         if gradient is None:
             if self.numel() != 1:
                 raise RuntimeError(f"backward() on a tensor of shape {self.shape} needs a gradient of that shape; "
@@ -294,13 +297,16 @@ class Tensor:
                 g = Tensor(grad)
                 node.grad = g if node.grad is None else Tensor(node.grad.lazydata.elementwise(F.BinaryOps.ADD, grad))
                 continue
-            parent_grads = node._ctx.backward(grad)
+            ctx = node._ctx
+            parent_grads = ctx.backward(grad)
+            if not retain_graph:
+                node._ctx = _FREED_GRAPH
             if not isinstance(parent_grads, tuple):
                 parent_grads = (parent_grads,)
-            for parent, g in zip(node._ctx.parents, parent_grads):
+            for parent, g in zip(ctx.parents, parent_grads):
                 if g is None or not parent.requires_grad:
                     continue
-                assert g.shape == parent.shape, f"{type(node._ctx).__name__} grad {g.shape} != {parent.shape}"
+                assert g.shape == parent.shape, f"{type(ctx).__name__} grad {g.shape} != {parent.shape}"
                 grads[id(parent)] = g if id(parent) not in grads else grads[id(parent)].elementwise(F.BinaryOps.ADD, g)
 
     def _toposort(self):
@@ -1259,6 +1265,19 @@ class Tensor:
 def _pair(value) -> Tuple[int, int]:
     """conv and pooling sizes: 3 means (3, 3)."""
     return (int(value), int(value)) if isinstance(value, (int, np.integer)) else tuple(int(v) for v in value)
+
+
+class _FreedGraph:
+    """What a non-leaf tensor's _ctx becomes after backward() has used it: no parents, and a
+    clear error (not a silent no-op) for a second backward through it."""
+    parents = ()
+
+    def backward(self, grad):
+        raise RuntimeError("backward() through the same graph a second time: its saved values were freed by "
+                           "the first backward(); pass retain_graph=True to the first call, or redo the forward")
+
+
+_FREED_GRAPH = _FreedGraph()
 
 
 def broadcast_shape(a: Tuple[int, ...], b: Tuple[int, ...]) -> Tuple[int, ...]:

@@ -1,0 +1,117 @@
+"""Memory by liveness: a schedule releases each buffer once its last reader has run, backward
+frees the graph it used, and a jit replay runs on buffers planned once (intermediates share
+memory, nothing is allocated per replay, and a buffer is never read after its planned last use)."""
+import weakref
+
+import numpy as np
+import pytest
+
+import minigrad
+from minigrad import Tensor, optim
+from minigrad import debug, schedule
+from minigrad.backends.numpy_backend import NumpyBackend
+
+
+@pytest.fixture
+def allocations(monkeypatch):
+    """Weak references to every buffer the NumPy backend allocates, in order."""
+    made = []
+    original = NumpyBackend.allocate
+
+    def allocate(self, size, dtype):
+        buffer = original(self, size, dtype)
+        made.append(weakref.ref(buffer))
+        return buffer
+    monkeypatch.setattr(NumpyBackend, "allocate", allocate)
+    return made
+
+
+def _chain(x: Tensor, n: int) -> Tensor:
+    """n elementwise steps, each read twice, so each gets a buffer of its own (fusion rule 3)."""
+    for _ in range(n):
+        x = x * 0.5 + x.exp() * 0.0 + (x * x) * 0.0 + 1
+        x = x + x
+    return x.sum()
+
+
+def test_a_schedule_frees_buffers_after_their_last_reader(allocations, monkeypatch):
+    peak = []
+    original = schedule.run_kernel
+
+    def run_kernel(kernel, out, inputs):
+        original(kernel, out, inputs)
+        peak.append(sum(ref() is not None for ref in allocations))
+    monkeypatch.setattr(schedule, "run_kernel", run_kernel)
+    result = _chain(Tensor(np.ones(1000, np.float32)), 30)
+    value = result.item()
+    assert len(allocations) > 30                          # each step made a buffer...
+    assert max(peak) <= 4, f"live buffers per kernel: {peak}"   # ...but only a few lived at once
+    expected = np.ones(1000)
+    for _ in range(30):
+        expected = 2 * (expected * 0.5 + 1)
+    assert value == pytest.approx(expected.sum(), rel=1e-6)
+
+
+def test_backward_frees_the_graph_and_says_so_on_a_second_backward():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    y = (x * x).sum()
+    y.backward()
+    with pytest.raises(RuntimeError, match="retain_graph=True"):
+        y.backward()
+    z = (x * x * x).sum()
+    x.grad = None
+    z.backward(retain_graph=True)
+    z.backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2 * 3 * np.array([1.0, 4.0]))
+
+
+def _mlp_step():
+    rng = np.random.default_rng(0)
+    w1 = Tensor(rng.standard_normal((8, 32)).astype(np.float32) * 0.3, requires_grad=True)
+    w2 = Tensor(rng.standard_normal((32, 4)).astype(np.float32) * 0.3, requires_grad=True)
+    opt = optim.AdamW([w1, w2], lr=1e-2)
+
+    def step(x, y):
+        h = (x @ w1).gelu().dropout(0.25)
+        loss = (h @ w2).cross_entropy(y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        return loss
+    batches = [(Tensor(rng.standard_normal((16, 8)).astype(np.float32)), Tensor(rng.integers(0, 4, 16)))
+               for _ in range(6)]
+    return step, [opt], batches
+
+
+def _losses(use_jit: bool):
+    Tensor.manual_seed(7)
+    step, state, batches = _mlp_step()
+    run = minigrad.jit(step, state=state) if use_jit else step
+    return [run(x, y).item() for x, y in batches], run
+
+
+def test_jit_plan_shares_buffers_and_replays_equal_eager_with_freed_buffers_poisoned(monkeypatch):
+    eager, _ = _losses(use_jit=False)
+    monkeypatch.setattr(debug, "POISON_FREED", True)     # a buffer read after its planned last use is NaN
+    replayed, run = _losses(use_jit=True)
+    np.testing.assert_allclose(replayed, eager, rtol=1e-6)
+    assert np.isfinite(replayed).all()
+    recording = run.recording
+    intermediates = [n for n, ref in enumerate(recording.refs) if ref() is None]
+    distinct = {id(run.buffers[n]): run.buffers[n].nbytes for n in intermediates}
+    assert len(intermediates) > 10
+    all_bytes = sum(run.buffers[n].nbytes for n in intermediates)
+    assert len(distinct) < len(intermediates) and sum(distinct.values()) < 0.75 * all_bytes, \
+        (len(distinct), len(intermediates), sum(distinct.values()), all_bytes)
+
+
+def test_a_replayed_step_allocates_no_buffer(allocations):
+    Tensor.manual_seed(7)
+    step, state, batches = _mlp_step()
+    run = minigrad.jit(step, state=state)
+    run(*batches[0])
+    run(*batches[1])                                     # capture
+    before = len(allocations)
+    for x, y in batches[2:]:
+        run(x, y)
+    assert len(allocations) == before

@@ -241,7 +241,9 @@ def _refuse_differences(fn, first: _Trace, second: _Trace) -> None:
         if b1 is None or not np.array_equal(backend.copy_out(b1, lb.view, lb.dtype),
                                             backend.copy_out(b2, lb.view, lb.dtype), equal_nan=True):
             raise RuntimeError(f"minigrad.jit: kernel {i} of {_name(fn)} ({second.kernels[i][0]!r}) read "
-                               f"host data of shape {lb.shape} that differs between two calls: {why}; {fix}")
+                               f"a buffer of shape {lb.shape} that is no argument and not in state=, and it differs "
+                               f"between two calls (host data, or a tensor the function updates: list it in "
+                               f"state=): {why}; {fix}")
 
 
 def _reseeded(kernel, counter_shift: int):

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -27,10 +28,12 @@ import minigrad
 from minigrad import Tensor, no_grad
 from minigrad.optim import clip_grad_norm_, cosine_lr
 
-from .checkpoint import load_checkpoint, load_optimizer_state, resolve, save_checkpoint
+from .checkpoint import (CheckpointError, check_fields, load_checkpoint, load_optimizer_state, read_state, resolve,
+                         save_checkpoint)
 from .data import CharDataset, CharTokenizer, load_text
 from .model import GPT, GPTConfig
 from .plot import plot_runs
+from .runlog import read_log_rows, write_log_rows
 
 MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias")
 
@@ -151,25 +154,91 @@ def estimate_loss(model: GPT, data: CharDataset, eval_iters: int, device: str) -
     return out
 
 
-def _truncate_log(path: str, iter_num: int, evaluated: bool) -> None:
-    """Drop log rows a resumed run will write again (those after the checkpoint)."""
+RUN_FILES = ("log.jsonl", "best", "last", "best.old", "last.old")     # what makes a folder hold a run
+
+
+def describe_run(out_dir: str) -> str:
+    """'runs/x (iteration 200, best val loss 1.8512)' from its last checkpoint, as far as readable."""
+    try:
+        with open(os.path.join(out_dir, "last", "state.json"), encoding="utf-8") as f:
+            state = json.load(f)
+        return f"{out_dir} (iteration {int(state['iter'])}, best val loss {float(state['best_val_loss']):.4f})"
+    except Exception:  # a damaged or partial run: name what is there instead
+        found = [name for name in RUN_FILES if os.path.exists(os.path.join(out_dir, name))]
+        return f"{out_dir} ({', '.join(found)})"
+
+
+def check_out_dir(out_dir: str, resume: bool, overwrite: bool) -> None:
+    """Refuse, before anything is read or written, an --out-dir that training could not write
+    (it would lose the steps done before the first save) or that holds a run not to clobber."""
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in --out-dir and --overwrite deletes it: choose one")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"--out-dir {out_dir} is a file, not a folder: choose another --out-dir")
+    existing = out_dir
+    while not os.path.exists(existing):                 # the folder that creating --out-dir would write in
+        existing = os.path.dirname(os.path.abspath(existing))
+    if not os.path.isdir(existing):
+        raise ValueError(f"cannot create --out-dir {out_dir}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "is not writable" if existing == out_dir else f"cannot be created (no permission to write in {existing})"
+        raise ValueError(f"--out-dir {out_dir} {what}: a run could not save there; fix the permissions or "
+                         f"choose another --out-dir")
+    for name in ("log.jsonl", "loss.png"):
+        path = os.path.join(out_dir, name)
+        if os.path.isdir(path) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+            raise ValueError(f"cannot write {path}: move it away or fix its permissions")
+    holds_run = any(os.path.exists(os.path.join(out_dir, name)) for name in RUN_FILES)
+    if holds_run and not resume and not overwrite:
+        raise ValueError(f"--out-dir {describe_run(out_dir)} already holds a run: continue it with --resume, "
+                         f"or start over with --overwrite (deletes its log and checkpoints)")
+
+
+def saved_train_config(out_dir: str) -> dict:
+    """The settings of the run in out_dir (from last/state.json), checked against TrainConfig."""
+    path = resolve(os.path.join(out_dir, "last"))
+    meta = read_state(path, for_resume=True)
+    where = f"{os.path.join(path, 'state.json')}: train_config"
+    saved = check_fields(meta["train_config"], TrainConfig, where)
+    for name in MODEL_FIELDS:
+        if name in saved and name in meta["config"] and saved[name] != meta["config"][name]:
+            raise CheckpointError(f"{where}: {name} is {saved[name]} but the model's config says "
+                                  f"{meta['config'][name]}; restore the file")
+    return saved
+
+
+def _log_rows_to_keep(path: str, iter_num: int, evaluated: bool) -> list:
+    """The log rows before the checkpoint (a resumed run writes the later ones again)."""
     if not os.path.isfile(path):
-        return
-    with open(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    keep = [r for r in rows if r["iter"] < iter_num or (evaluated and r["iter"] == iter_num)]
-    with open(path, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in keep)
+        return []
+    rows, torn = read_log_rows(path)
+    if torn:
+        tqdm.write(f"note: dropped the torn last line of {path} (a run killed while writing leaves one)",
+                   file=sys.stderr)
+    return [r for r in rows if r["iter"] < iter_num or (evaluated and r["iter"] == iter_num)]
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
-    """Run (or continue) training as configured; returns a summary dict."""
-    os.makedirs(cfg.out_dir, exist_ok=True)
+def _remove_run(out_dir: str) -> None:
+    """--overwrite: delete the log and checkpoints of the run in out_dir."""
+    for name in RUN_FILES:
+        path = os.path.join(out_dir, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, overwrite: bool = False,
+          threads: Optional[int] = None) -> dict:
+    """Run (or continue) training as configured; returns a summary dict.  Everything is read
+    and checked before the first write, so bad input leaves the out-dir as it was."""
+    check_out_dir(cfg.out_dir, resume, overwrite)
     log_path = os.path.join(cfg.out_dir, "log.jsonl")
     text, source = load_text(cfg.data)
     state = {}
     if resume:
-        model, tokenizer, state = load_checkpoint(os.path.join(cfg.out_dir, "last"), device=cfg.device)
+        model, tokenizer, state = load_checkpoint(os.path.join(cfg.out_dir, "last"), device=cfg.device,
+                                                  for_resume=True)
         ids = tokenizer.encode(text)
     else:
         tokenizer = CharTokenizer.from_text(text)
@@ -188,9 +257,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         Tensor._seed, Tensor._rng_counter = state["minigrad_rng"]["seed"], state["minigrad_rng"]["counter"]
         iter_num, evaluated = state["iter"], state["evaluated"]
         best_val, elapsed_before = state.get("best_val_loss", float("inf")), state.get("elapsed_s", 0.0)
-        _truncate_log(log_path, iter_num, evaluated)
-    elif os.path.exists(log_path):
-        os.remove(log_path)
+        log_rows = _log_rows_to_keep(log_path, iter_num, evaluated)
+    # every input is read and checked: from here on the out-dir changes
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    if resume:
+        write_log_rows(log_path, log_rows)
+    elif overwrite:
+        _remove_run(cfg.out_dir)
 
     def checkpoint(name: str, at_iter: int, done_eval: bool) -> None:
         save_checkpoint(os.path.join(cfg.out_dir, name), model, optimizer, tokenizer, {
@@ -202,7 +275,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
 
     n_params = model.num_parameters()
     tqdm.write(f"data: {source} ({len(ids):,} tokens, vocab {tokenizer.vocab_size}); model: {n_params:,} "
-               f"parameters; device {cfg.device}" + (f"; resuming at iteration {iter_num}" if resume else ""))
+               f"parameters; device {cfg.device}" + (f", {threads} BLAS threads" if threads else "") +
+               (f"; resuming at iteration {iter_num}" if resume else ""))
     tokens_per_step = cfg.batch_size * cfg.block_size
     t_start = time.perf_counter()
     train_time, train_steps = 0.0, 0          # since the last eval, for tokens/s

@@ -57,7 +57,7 @@ def save_checkpoint(path: str, model: GPT, optimizer, tokenizer: CharTokenizer, 
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.tmp-")
     try:
-        os.chmod(tmp, 0o777 & ~_umask())       # mkdtemp makes it 0700: give it the user's usual mode
+        os.chmod(tmp, 0o777 & ~_umask())       # mkdtemp makes it 0700: others may read a run, as umask says
         save_file({k: np.ascontiguousarray(v) for k, v in model.state_dict().items()},
                   os.path.join(tmp, "model.safetensors"))
         meta = {"format_version": FORMAT_VERSION, "config": model.config.to_dict(),
@@ -71,6 +71,7 @@ def save_checkpoint(path: str, model: GPT, optimizer, tokenizer: CharTokenizer, 
         with open(os.path.join(tmp, "state.json"), "w") as f:
             json.dump(meta, f, indent=1)
         for name in os.listdir(tmp):
+            os.chmod(os.path.join(tmp, name), 0o666 & ~_umask())   # safetensors writes 0600
             with open(os.path.join(tmp, name), "rb") as f:
                 os.fsync(f.fileno())
         old = path + ".old"

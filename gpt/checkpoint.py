@@ -213,8 +213,12 @@ def read_state(path: str, for_resume: bool = False) -> dict:
         raise CheckpointError(f"{file}: checkpoint format {_show(meta.get('format_version'))} is not "
                               f"{FORMAT_VERSION}; {what_to_do}")
     try:
-        config = GPTConfig(**check_fields(meta.get("config"), GPTConfig, f"{file}: config"))
+        if "config" not in meta:
+            raise CheckpointError(f"{file} has no 'config' (the model's shape)")
+        config = GPTConfig(**check_fields(meta["config"], GPTConfig, f"{file}: config"))
         tokenizer = meta.get("tokenizer")
+        if "tokenizer" not in meta:
+            raise CheckpointError(f"{file} has no 'tokenizer' (the vocabulary)")
         if not isinstance(tokenizer, dict) or not isinstance(tokenizer.get("chars"), str):
             raise CheckpointError(f"{file}: tokenizer must be an object with the vocabulary as a string in "
                                   f"\"chars\", got {_show(tokenizer)}")

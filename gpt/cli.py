@@ -148,8 +148,10 @@ def require_at_least(value, name: str, low) -> None:
 def check_device(device: str) -> None:
     """--device cl on a machine without OpenCL: one line saying what is missing and how to install it."""
     from minigrad.backends import canonical_device, get_backend
+    from minigrad.backends.opencl import find_devices
     if canonical_device(device) == "cl":
         try:
+            find_devices()                     # names what is missing and the install command
             get_backend("cl")
         except Exception as e:  # OpenCLUnavailable (with the install command), or a driver that fails to start
             raise ValueError(f"--device cl: {' '.join(str(e).split())}; `python -m minigrad` reports what works "

@@ -168,6 +168,11 @@ def describe_run(out_dir: str) -> str:
         return f"{out_dir} ({', '.join(found)})"
 
 
+def _may_write(path: str, mode: int) -> bool:
+    """os.access for the effective user (the one whose writes would fail), where the OS can tell."""
+    return os.access(path, mode, effective_ids=os.access in os.supports_effective_ids)
+
+
 def check_out_dir(out_dir: str, resume: bool, overwrite: bool) -> None:
     """Refuse, before anything is read or written, an --out-dir that training could not write
     (it would lose the steps done before the first save) or that holds a run not to clobber."""
@@ -180,13 +185,13 @@ def check_out_dir(out_dir: str, resume: bool, overwrite: bool) -> None:
         existing = os.path.dirname(os.path.abspath(existing))
     if not os.path.isdir(existing):
         raise ValueError(f"cannot create --out-dir {out_dir}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
+    if not _may_write(existing, os.W_OK | os.X_OK):
         what = "is not writable" if existing == out_dir else f"cannot be created (no permission to write in {existing})"
         raise ValueError(f"--out-dir {out_dir} {what}: a run could not save there; fix the permissions or "
                          f"choose another --out-dir")
     for name in ("log.jsonl", "loss.png"):
         path = os.path.join(out_dir, name)
-        if os.path.isdir(path) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        if os.path.isdir(path) or (os.path.exists(path) and not _may_write(path, os.W_OK)):
             raise ValueError(f"cannot write {path}: move it away or fix its permissions")
     holds_run = any(os.path.exists(os.path.join(out_dir, name)) for name in RUN_FILES)
     if holds_run and not resume and not overwrite:

@@ -4,6 +4,7 @@ leaves every file on disk as it was.  Most cases run gpt.cli.main in-process; a 
 `python -m gpt` for real to check that no traceback escapes."""
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import os
 import re
@@ -339,3 +340,12 @@ def test_threads_limit_blas_and_are_reported(run, capsys, monkeypatch):
                  *TINY]) == 0
     printed = capsys.readouterr()
     assert "device numpy, 1 BLAS threads" in printed.out + printed.err
+
+
+def test_attention_example_looks_where_the_readme_trains():
+    spec = importlib.util.spec_from_file_location("attention_example", os.path.join(REPO, "examples", "attention.py"))
+    attention = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(attention)
+    with open(os.path.join(REPO, "README.md")) as f:
+        trained_into = re.findall(r"python -m gpt train .*?--out-dir (\S+)", f.read())
+    assert trained_into and set(trained_into) == set(attention.README_RUNS)

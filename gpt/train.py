@@ -13,7 +13,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -33,6 +32,7 @@ from .checkpoint import (CheckpointError, check_fields, load_checkpoint, load_op
 from .data import CharDataset, CharTokenizer, load_text
 from .model import GPT, GPTConfig
 from .plot import plot_runs
+from .rundir import check_out_dir, remove_run
 from .runlog import read_log_rows, write_log_rows
 
 MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias")
@@ -154,51 +154,6 @@ def estimate_loss(model: GPT, data: CharDataset, eval_iters: int, device: str) -
     return out
 
 
-RUN_FILES = ("log.jsonl", "best", "last", "best.old", "last.old")     # what makes a folder hold a run
-
-
-def describe_run(out_dir: str) -> str:
-    """'runs/x (iteration 200, best val loss 1.8512)' from its last checkpoint, as far as readable."""
-    try:
-        with open(os.path.join(out_dir, "last", "state.json"), encoding="utf-8") as f:
-            state = json.load(f)
-        return f"{out_dir} (iteration {int(state['iter'])}, best val loss {float(state['best_val_loss']):.4f})"
-    except Exception:  # a damaged or partial run: name what is there instead
-        found = [name for name in RUN_FILES if os.path.exists(os.path.join(out_dir, name))]
-        return f"{out_dir} ({', '.join(found)})"
-
-
-def _may_write(path: str, mode: int) -> bool:
-    """os.access for the effective user (the one whose writes would fail), where the OS can tell."""
-    return os.access(path, mode, effective_ids=os.access in os.supports_effective_ids)
-
-
-def check_out_dir(out_dir: str, resume: bool, overwrite: bool) -> None:
-    """Refuse, before anything is read or written, an --out-dir that training could not write
-    (it would lose the steps done before the first save) or that holds a run not to clobber."""
-    if resume and overwrite:
-        raise ValueError("--resume continues the run in --out-dir and --overwrite deletes it: choose one")
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ValueError(f"--out-dir {out_dir} is a file, not a folder: choose another --out-dir")
-    existing = out_dir
-    while not os.path.exists(existing):                 # the folder that creating --out-dir would write in
-        existing = os.path.dirname(os.path.abspath(existing))
-    if not os.path.isdir(existing):
-        raise ValueError(f"cannot create --out-dir {out_dir}: {existing} is a file, not a folder")
-    if not _may_write(existing, os.W_OK | os.X_OK):
-        what = "is not writable" if existing == out_dir else f"cannot be created (no permission to write in {existing})"
-        raise ValueError(f"--out-dir {out_dir} {what}: a run could not save there; fix the permissions or "
-                         f"choose another --out-dir")
-    for name in ("log.jsonl", "loss.png"):
-        path = os.path.join(out_dir, name)
-        if os.path.isdir(path) or (os.path.exists(path) and not _may_write(path, os.W_OK)):
-            raise ValueError(f"cannot write {path}: move it away or fix its permissions")
-    holds_run = any(os.path.exists(os.path.join(out_dir, name)) for name in RUN_FILES)
-    if holds_run and not resume and not overwrite:
-        raise ValueError(f"--out-dir {describe_run(out_dir)} already holds a run: continue it with --resume, "
-                         f"or start over with --overwrite (deletes its log and checkpoints)")
-
-
 def saved_train_config(out_dir: str) -> dict:
     """The settings of the run in out_dir (from last/state.json), checked against TrainConfig."""
     path = resolve(os.path.join(out_dir, "last"))
@@ -221,16 +176,6 @@ def _log_rows_to_keep(path: str, iter_num: int, evaluated: bool) -> list:
         tqdm.write(f"note: dropped the torn last line of {path} (a run killed while writing leaves one)",
                    file=sys.stderr)
     return [r for r in rows if r["iter"] < iter_num or (evaluated and r["iter"] == iter_num)]
-
-
-def _remove_run(out_dir: str) -> None:
-    """--overwrite: delete the log and checkpoints of the run in out_dir."""
-    for name in RUN_FILES:
-        path = os.path.join(out_dir, name)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        elif os.path.exists(path):
-            os.remove(path)
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, overwrite: bool = False,
@@ -268,7 +213,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, overwri
     if resume:
         write_log_rows(log_path, log_rows)
     elif overwrite:
-        _remove_run(cfg.out_dir)
+        remove_run(cfg.out_dir)
 
     def checkpoint(name: str, at_iter: int, done_eval: bool) -> None:
         save_checkpoint(os.path.join(cfg.out_dir, name), model, optimizer, tokenizer, {

@@ -8,13 +8,11 @@ A checkpoint is written into a temporary directory beside its final place and sw
 with renames, so a crash mid-write leaves the previous checkpoint whole (loading falls back
 to it if the crash came between the two renames).
 """
-import dataclasses
 import json
 import math
 import os
 import shutil
 import tempfile
-import typing
 from typing import Optional, Tuple
 
 import numpy as np
@@ -23,6 +21,7 @@ from safetensors.numpy import load_file, save_file
 from minigrad import Tensor
 
 from .data import CharTokenizer
+from .jsonfields import check_fields, is_int, is_number, show
 from .model import GPT, GPTConfig
 
 FORMAT_VERSION = 1
@@ -117,73 +116,17 @@ def _what_to_do(path: str) -> str:
     return "restore the file, or train again"
 
 
-def _is_int(value) -> bool:
-    return type(value) is int
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _fits(value, kind) -> bool:
-    """Whether a JSON value fits a dataclass field's annotation (int, float, bool, str, Optional)."""
-    if typing.get_origin(kind) is typing.Union:
-        return any(_fits(value, k) for k in typing.get_args(kind))
-    if kind is type(None):
-        return value is None
-    if kind is bool:
-        return isinstance(value, bool)
-    if kind is int:
-        return _is_int(value)
-    if kind is float:
-        return _is_number(value) and math.isfinite(value)
-    if kind is str:
-        return isinstance(value, str)
-    return True
-
-
-def check_fields(values, cls, where: str) -> dict:
-    """`values` (read from JSON) as keyword arguments for the dataclass `cls`: a dict whose keys
-    are its fields, every required field present, each value of the field's type."""
-    if not isinstance(values, dict):
-        raise CheckpointError(f"{where} must be a JSON object, got {_show(values)}")
-    kinds = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key, value in values.items():
-        if key not in fields:
-            raise CheckpointError(f"{where} has an unknown key {key!r} (known: {', '.join(fields)})")
-        if not _fits(value, kinds[key]):
-            raise CheckpointError(f"{where}: {key!r} must be {_type_name(kinds[key])}, got {_show(value)}")
-    missing = [name for name, f in fields.items() if name not in values
-               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise CheckpointError(f"{where} has no {missing[0]!r}")
-    return values
-
-
-def _type_name(kind) -> str:
-    if typing.get_origin(kind) is typing.Union:
-        return " or ".join(_type_name(k) for k in typing.get_args(kind))
-    return {int: "an integer", float: "a finite number", bool: "true or false", str: "a string",
-            type(None): "null"}.get(kind, str(kind))
-
-
-def _show(value) -> str:
-    text = json.dumps(value) if not isinstance(value, float) or math.isfinite(value) else str(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 # what resuming needs beyond the model: (key, test, what it must be)
 _RESUME_ENTRIES = (
-    ("iter", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    ("iter", lambda v: is_int(v) and v >= 0, "an integer >= 0"),
     ("evaluated", lambda v: isinstance(v, bool), "true or false"),
-    ("best_val_loss", lambda v: _is_number(v) and not math.isnan(v), "a number"),
-    ("elapsed_s", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    ("best_val_loss", lambda v: is_number(v) and not math.isnan(v), "a number"),
+    ("elapsed_s", lambda v: is_number(v) and v >= 0, "a number >= 0"),
     ("data_rng", lambda v: _valid_bit_generator_state(v), "the state of numpy's PCG64 generator"),
-    ("minigrad_rng", lambda v: isinstance(v, dict) and set(v) == {"seed", "counter"} and _is_int(v["seed"])
-     and _is_int(v["counter"]) and v["counter"] >= 0, 'an object {"seed": int, "counter": int >= 0}'),
-    ("optimizer", lambda v: isinstance(v, dict) and set(v) == {"step_count", "lr"} and _is_int(v["step_count"])
-     and v["step_count"] >= 0 and _is_number(v["lr"]) and 0 <= v["lr"] < math.inf,
+    ("minigrad_rng", lambda v: isinstance(v, dict) and set(v) == {"seed", "counter"} and is_int(v["seed"])
+     and is_int(v["counter"]) and v["counter"] >= 0, 'an object {"seed": int, "counter": int >= 0}'),
+    ("optimizer", lambda v: isinstance(v, dict) and set(v) == {"step_count", "lr"} and is_int(v["step_count"])
+     and v["step_count"] >= 0 and is_number(v["lr"]) and 0 <= v["lr"] < math.inf,
      'an object {"step_count": int >= 0, "lr": number >= 0}'),
     ("train_config", lambda v: isinstance(v, dict), "an object"),
 )
@@ -208,9 +151,9 @@ def read_state(path: str, for_resume: bool = False) -> dict:
     except (OSError, ValueError) as e:            # ValueError: bad JSON or bad UTF-8
         raise CheckpointError(f"cannot read {file}: {_one_line(e)}; {what_to_do}") from None
     if not isinstance(meta, dict):
-        raise CheckpointError(f"{file} must hold a JSON object, got {_show(meta)}; {what_to_do}")
+        raise CheckpointError(f"{file} must hold a JSON object, got {show(meta)}; {what_to_do}")
     if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{file}: checkpoint format {_show(meta.get('format_version'))} is not "
+        raise CheckpointError(f"{file}: checkpoint format {show(meta.get('format_version'))} is not "
                               f"{FORMAT_VERSION}; {what_to_do}")
     try:
         if "config" not in meta:
@@ -221,7 +164,7 @@ def read_state(path: str, for_resume: bool = False) -> dict:
             raise CheckpointError(f"{file} has no 'tokenizer' (the vocabulary)")
         if not isinstance(tokenizer, dict) or not isinstance(tokenizer.get("chars"), str):
             raise CheckpointError(f"{file}: tokenizer must be an object with the vocabulary as a string in "
-                                  f"\"chars\", got {_show(tokenizer)}")
+                                  f"\"chars\", got {show(tokenizer)}")
         chars = CharTokenizer.from_dict(tokenizer).chars
         if len(chars) != config.vocab_size:
             raise CheckpointError(f"{file}: the vocabulary has {len(chars)} characters but the model "
@@ -230,7 +173,7 @@ def read_state(path: str, for_resume: bool = False) -> dict:
             if key not in meta:
                 raise CheckpointError(f"{file} has no {key!r}, which resuming needs")
             if not test(meta[key]):
-                raise CheckpointError(f"{file}: {key!r} must be {expected}, got {_show(meta[key])}")
+                raise CheckpointError(f"{file}: {key!r} must be {expected}, got {show(meta[key])}")
     except (CheckpointError, ValueError, TypeError) as e:   # ValueError, TypeError: GPTConfig's own checks
         message = _one_line(e)
         raise CheckpointError((message if message.startswith(file) else f"{file}: {message}") +

@@ -27,9 +27,9 @@ import minigrad
 from minigrad import Tensor, no_grad
 from minigrad.optim import clip_grad_norm_, cosine_lr
 
-from .checkpoint import (CheckpointError, check_fields, load_checkpoint, load_optimizer_state, read_state, resolve,
-                         save_checkpoint)
+from .checkpoint import CheckpointError, load_checkpoint, load_optimizer_state, read_state, resolve, save_checkpoint
 from .data import CharDataset, CharTokenizer, load_text
+from .jsonfields import check_fields
 from .model import GPT, GPTConfig
 from .plot import plot_runs
 from .rundir import check_out_dir, remove_run

@@ -6,12 +6,12 @@ import shutil
 from gpt.cli import main
 from gpt.data import pystdlib_text
 
-TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "4",
-        "--eval-interval", "2", "--eval-iters", "1", "--warmup-iters", "1", "--no-progress"]
+TINY = ["--preset", "tiny", "--eval-interval", "2", "--eval-iters", "1", "--no-progress"]   # a few steps of it
 
 
 def make_run(folder, iters: int = 4) -> str:
-    """A finished tiny run (log.jsonl, loss.png, best/, last/) in folder/run, trained by the CLI."""
+    """A finished run of the tiny preset (log.jsonl, loss.png, best/, last/) in folder/run, trained
+    by the CLI for a few steps."""
     corpus = os.path.join(folder, "corpus.txt")
     with open(corpus, "w", encoding="utf-8") as f:
         f.write(pystdlib_text()[:20_000])

@@ -60,6 +60,7 @@ class jit:
         self.state_objects = list(state)
         self.calls = 0
         self.kernels = None          # [(kernel, output buffer, input buffers)] once captured
+        self.first_trace = None      # what the first traced call would freeze, compared with the second
 
     def _state_tensors(self) -> List[Tensor]:
         found, seen = [], set()
@@ -86,10 +87,10 @@ class jit:
         if self.calls == 1:
             return self.fn(*args)
         result, trace = self._trace(args)
-        if self.calls == 2:
-            self.first_trace = trace
+        if self.first_trace is None:
+            self.first_trace = _Repeatable(trace)
             return result
-        _refuse_differences(self.fn, self.first_trace, trace)
+        _refuse_differences(self.fn, self.first_trace, _Repeatable(trace))
         self.first_trace = None
         self._adopt(trace)
         return result
@@ -205,45 +206,50 @@ def _fingerprint(kernel, counter_start: int) -> str:
     return repr(ast)
 
 
-def _host_inputs(trace: _Trace) -> dict:
-    """{(kernel index, input index): buffer} for inputs no kernel of the trace wrote and that
-    are neither arguments nor state: constants, host data, tensors the jit does not own."""
-    known = {id(b) for b in trace.arg_buffers + trace.state_before}
-    found = {}
-    for i, (_, out_buffer, input_buffers) in enumerate(trace.kernels):
-        for j, b in enumerate(input_buffers):
-            if id(b) not in known:
-                found[(i, j)] = b
-        known.add(id(out_buffer))
-    return found
+class _Repeatable:
+    """What a replay of a traced call would freeze: its kernels with their constants, and the
+    buffers it read that are neither arguments nor state.  The first traced call keeps only
+    this (not its intermediate buffers) until the second can be compared with it."""
+
+    def __init__(self, trace: _Trace):
+        self.signature, self.counters_per_call = trace.signature, trace.counters_per_call
+        self.fingerprints = [_fingerprint(kernel, trace.counter_start) for kernel, _, _ in trace.kernels]
+        self.descriptions = [repr(kernel) for kernel, _, _ in trace.kernels]
+        self.outside_inputs = {}       # (kernel index, input index) -> LazyBuffer: constants, host data, ...
+        known = {id(b) for b in trace.arg_buffers + trace.state_before}
+        for i, (kernel, out_buffer, input_buffers) in enumerate(trace.kernels):
+            for j, b in enumerate(input_buffers):
+                if id(b) not in known:
+                    self.outside_inputs[(i, j)] = kernel.inputs[j]
+            known.add(id(out_buffer))
 
 
-def _refuse_differences(fn, first: _Trace, second: _Trace) -> None:
+def _refuse_differences(fn, first: _Repeatable, second: _Repeatable) -> None:
     """Raise if two traced calls differ in anything a replay would freeze (see the docstring)."""
     _check_signature(first.signature, second.signature)
     why = "a Python value the jit cannot see changes between calls, and a replay would reuse the old one"
     fix = ("pass it in as a Tensor argument (or a device tensor written in place, like optimizer.lr), "
            "or call the function without jit")
-    if len(first.kernels) != len(second.kernels) or first.counters_per_call != second.counters_per_call:
-        raise RuntimeError(f"minigrad.jit: {_name(fn)} ran {len(first.kernels)} kernels in one call and "
-                           f"{len(second.kernels)} in the next: {why}; {fix}")
-    for i, ((k1, _, _), (k2, _, _)) in enumerate(zip(first.kernels, second.kernels)):
-        if _fingerprint(k1, first.counter_start) != _fingerprint(k2, second.counter_start):
-            raise RuntimeError(f"minigrad.jit: kernel {i} of {_name(fn)} ({k2!r}) computed with other constants "
-                               f"in two calls: {why}; {fix}")
-    inputs1, inputs2 = _host_inputs(first), _host_inputs(second)
-    for (i, j), b2 in inputs2.items():
-        b1 = inputs1.get((i, j))
-        if b1 is b2:                               # the same buffer: replays read its current values
+    if len(first.fingerprints) != len(second.fingerprints) or first.counters_per_call != second.counters_per_call:
+        raise RuntimeError(f"minigrad.jit: {_name(fn)} ran {len(first.fingerprints)} kernels in one call and "
+                           f"{len(second.fingerprints)} in the next: {why}; {fix}")
+    for i, (a, b) in enumerate(zip(first.fingerprints, second.fingerprints)):
+        if a != b:
+            raise RuntimeError(f"minigrad.jit: kernel {i} of {_name(fn)} ({second.descriptions[i]}) computed with "
+                               f"other constants in two calls: {why}; {fix}")
+    for (i, j), lb in second.outside_inputs.items():
+        before = first.outside_inputs.get((i, j))
+        if before is not None and before.realized is lb.realized:   # one buffer: replays read its current values
             continue
-        lb = second.kernels[i][0].inputs[j]
-        backend = get_backend(lb.device)
-        if b1 is None or not np.array_equal(backend.copy_out(b1, lb.view, lb.dtype),
-                                            backend.copy_out(b2, lb.view, lb.dtype), equal_nan=True):
-            raise RuntimeError(f"minigrad.jit: kernel {i} of {_name(fn)} ({second.kernels[i][0]!r}) read "
-                               f"a buffer of shape {lb.shape} that is no argument and not in state=, and it differs "
-                               f"between two calls (host data, or a tensor the function updates: list it in "
-                               f"state=): {why}; {fix}")
+        if before is None or not np.array_equal(_host_copy(before), _host_copy(lb), equal_nan=True):
+            raise RuntimeError(f"minigrad.jit: kernel {i} of {_name(fn)} ({second.descriptions[i]}) read a buffer "
+                               f"of shape {lb.shape} that is no argument and not in state=, and it differs between "
+                               f"two calls (host data, or a tensor the function updates: list it in state=): "
+                               f"{why}; {fix}")
+
+
+def _host_copy(lb: LazyBuffer) -> np.ndarray:
+    return get_backend(lb.device).copy_out(lb.realized, lb.view, lb.dtype)
 
 
 def _reseeded(kernel, counter_shift: int):

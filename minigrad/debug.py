@@ -4,14 +4,7 @@ DEBUG=1  one line per realize: how many kernels ran and how long they took
 DEBUG=2  one line per kernel: the ops it fused, its shapes and its time
 DEBUG=3  as 2, plus each generated kernel's source (OpenCL)
 NAN=1    anomaly mode from the start (or use `with minigrad.detect_anomaly():`)
-
-Host reads are counted always (an integer add): every time a tensor's values are copied
-back to Python (.numpy(), .item(), bool(t), printing).  `host_reads()` is the running
-total, so a test can assert that a training step reads back only its loss; a jit capture
-uses `watch_host_reads()` to refuse a function whose graph depends on a value read back.
-(Backends may still read internally, e.g. OpenCL checks gather indices on the host.)
 """
-
 import contextlib
 import os
 import traceback
@@ -19,8 +12,6 @@ import traceback
 DEBUG = int(os.environ.get("DEBUG", "0") or 0)
 _anomaly = [os.environ.get("NAN", "0") not in ("", "0")]
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-_host_reads = [0]
-_read_watchers: list = []          # lists that collect the user line of each read (jit capture)
 
 
 def set_debug(level: int) -> None:
@@ -51,6 +42,16 @@ def user_frame() -> str:
         if not os.path.abspath(frame.filename).startswith(_PACKAGE_DIR):
             return f"{frame.filename}:{frame.lineno} in {frame.name}"
     return "<unknown>"
+
+
+# ---- host reads ---------------------------------------------------------------------------
+# Counted always (an integer add): every time a tensor's values are copied back to Python
+# (.numpy(), .item(), bool(t), printing).  The total lets a test assert that a training step
+# reads back only its loss; a jit uses watch_host_reads() to refuse a function whose graph
+# depends on a value read back.  (Backends may still read internally: OpenCL checks gather
+# indices on the host.)
+_host_reads = [0]
+_read_watchers: list = []          # lists that collect the user line of each read
 
 
 def note_host_read() -> None:

@@ -69,20 +69,20 @@ def test_jit_replay_runs_no_schedule(monkeypatch):
         return loss
 
     run = minigrad.jit(step, state=[opt])
-    eager_and_traced = [run(x).item() for _ in range(3)]     # one eager call, two traced ones
+    before_replay = [run(x).item() for _ in range(4)]     # eager, traced twice, captured
     import minigrad.schedule as schedule
     calls = []
     original = schedule.create_schedule
     monkeypatch.setattr(schedule, "create_schedule", lambda t: calls.append(t) or original(t))
     replayed = run(x).item()
     assert calls == []
-    # reference: the same four SGD steps done by hand in numpy
+    # reference: the same five SGD steps done by hand in numpy
     wn, xn, expected = np.ones((3, 2)), np.ones((2, 3)), []
-    for _ in range(4):
+    for _ in range(5):
         out = xn @ wn
         expected.append((out ** 2).sum())
         wn = wn - 0.1 * (xn.T @ (2 * out))
-    np.testing.assert_allclose(eager_and_traced + [replayed], expected, rtol=1e-5)
+    np.testing.assert_allclose(before_replay + [replayed], expected, rtol=1e-5)
 
 
 def test_jit_rejects_new_shapes():

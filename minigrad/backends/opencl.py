@@ -63,7 +63,7 @@ def pick_device(pairs, wish=None):
 
 class CLBuffer:
     """A device buffer that goes back to its pool when the last reference to it dies."""
-    __slots__ = ("buf", "nbytes", "pool")
+    __slots__ = ("buf", "nbytes", "pool", "__weakref__")
 
     def __init__(self, buf, nbytes, pool):
         self.buf, self.nbytes, self.pool = buf, nbytes, pool

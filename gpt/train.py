@@ -125,8 +125,9 @@ def lr_at(cfg: TrainConfig, it: int) -> float:
 
 def make_train_step(model: GPT, optimizer, grad_clip: float = 1.0, use_jit: bool = True):
     """step(x, y) -> loss: forward, backward, gradient clipping (0 disables it), the optimizer's
-    update.  With use_jit, minigrad.jit records the step's kernels on its second and third calls
-    and replays them afterwards (same numbers as eager, dropout included): no graph building per step."""
+    update.  With use_jit, minigrad.jit checks the step on its second and third calls, records its
+    kernels on the fourth and replays them afterwards (same numbers as eager, dropout included):
+    no graph building per step."""
     def train_step(x: Tensor, y: Tensor) -> Tensor:
         _, loss = model(x, y)
         loss.backward()

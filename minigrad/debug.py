@@ -36,14 +36,6 @@ def detect_anomaly(enabled: bool = True):
         _anomaly[0] = previous
 
 
-def user_frame() -> str:
-    """'file:line in function' of the innermost caller outside the minigrad package."""
-    for frame in reversed(traceback.extract_stack()):
-        if not os.path.abspath(frame.filename).startswith(_PACKAGE_DIR):
-            return f"{frame.filename}:{frame.lineno} in {frame.name}"
-    return "<unknown>"
-
-
 # ---- host reads ---------------------------------------------------------------------------
 # Counted always (an integer add): every time a tensor's values are copied back to Python
 # (.numpy(), .item(), bool(t), printing).  The total lets a test assert that a training step
@@ -77,3 +69,11 @@ def watch_host_reads():
         yield found
     finally:
         _read_watchers.remove(found)
+
+
+def user_frame() -> str:
+    """'file:line in function' of the innermost caller outside the minigrad package."""
+    for frame in reversed(traceback.extract_stack()):
+        if not os.path.abspath(frame.filename).startswith(_PACKAGE_DIR):
+            return f"{frame.filename}:{frame.lineno} in {frame.name}"
+    return "<unknown>"

@@ -135,12 +135,15 @@ def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
     values.update(typed)
     cfg = TrainConfig(**values)
     for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "eval_interval", "eval_iters"):
-        require_at_least(getattr(cfg, name), name, 1)
-    require_at_least(cfg.max_iters, "max_iters", 0)
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.max_iters < 0:
+        raise ValueError(f"--max-iters must be >= 0, got {cfg.max_iters}")
     return cfg
 
 
 def require_at_least(value, name: str, low) -> None:
+    """sample's numbers; the same message as training's settings get."""
     if value < low:
         raise ValueError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
 

@@ -103,8 +103,9 @@ def main():
     parser.add_argument("--batch-size", type=int, default=12)
     parser.add_argument("--vocab-size", type=int, default=65)
     parser.add_argument("--steps", type=int, default=20, help="timed steps per backend (after --warmup)")
-    parser.add_argument("--warmup", type=int, default=3,
-                        help="untimed first steps (OpenCL compiles kernels here; the jit captures on step 2)")
+    parser.add_argument("--warmup", type=int, default=4,
+                        help="untimed first steps (OpenCL compiles kernels here; the jit checks steps 2 and 3 "
+                             "and captures step 4)")
     parser.add_argument("--devices", nargs="+", default=None, help="minigrad devices (default: numpy, and cl if it works)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "gpt_step.json"))

@@ -2,6 +2,9 @@
 
     python examples/attention.py --out-dir runs/laptop --prompt "ROMEO: Is it so?"
 
+With no --out-dir it uses the first of the README's run folders that exists (runs/laptop,
+then runs/quickstart).
+
 1. plots every head's attention weights for the prompt (attention.png in the run directory);
 2. prints the kernels that compute one block's attention weights (what fused with what);
 3. prints the OpenCL C of those kernels, the code a GPU would run for them.
@@ -9,14 +12,17 @@ Train a model first, e.g. `python -m gpt train --preset laptop --data shakespear
 """
 import argparse
 import os
+import sys
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from gpt.checkpoint import load_checkpoint  # noqa: E402
+from gpt.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from minigrad import Tensor, no_grad  # noqa: E402
+
+README_RUNS = ("runs/laptop", "runs/quickstart")      # where the README's train commands write
 
 
 def plot_maps(maps, chars, path):
@@ -38,13 +44,20 @@ def plot_maps(maps, chars, path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out-dir", default="runs/shakespeare-laptop", help="a training run's directory")
+    parser.add_argument("--out-dir", default=None,
+                        help=f"a training run's directory (default: the first of {', '.join(README_RUNS)} that exists)")
     parser.add_argument("--prompt", default="ROMEO: Is it so?")
     parser.add_argument("--block", type=int, default=0, help="which block's kernels to print")
     args = parser.parse_args()
-
-    model, tokenizer, _ = load_checkpoint(os.path.join(args.out_dir, "best"), device="numpy")
-    ids = tokenizer.encode(args.prompt)[None, : model.config.block_size]          # (1, T)
+    args.out_dir = args.out_dir or next((d for d in README_RUNS if os.path.isdir(d)), None)
+    if args.out_dir is None:
+        sys.exit(f"attention.py: no run found in {' or '.join(README_RUNS)}; train one first "
+                 f"(python -m gpt train --preset laptop --data shakespeare --out-dir runs/laptop) or pass --out-dir")
+    try:
+        model, tokenizer, _ = load_checkpoint(args.out_dir, device="numpy")
+        ids = tokenizer.encode(args.prompt)[None, : model.config.block_size]      # (1, T)
+    except (CheckpointError, ValueError) as e:
+        sys.exit(f"attention.py: {e}")
     chars = [c if c.strip() else "␣" for c in tokenizer.decode(ids[0])]
 
     # 1. the attention maps

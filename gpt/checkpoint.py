@@ -9,6 +9,7 @@ with renames, so a crash mid-write leaves the previous checkpoint whole (loading
 to it if the crash came between the two renames).
 """
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -20,6 +21,7 @@ from safetensors.numpy import load_file, save_file
 from minigrad import Tensor
 
 from .data import CharTokenizer
+from .jsonfields import check_fields, is_int, is_number, show
 from .model import GPT, GPTConfig
 
 FORMAT_VERSION = 1
@@ -42,12 +44,19 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(path: str, model: GPT, optimizer, tokenizer: CharTokenizer, state: dict) -> None:
     """Write model, optimizer and `state` (iteration, rng states, ...) to the directory `path`."""
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.tmp-")
     try:
+        os.chmod(tmp, 0o777 & ~_umask())       # mkdtemp makes it 0700: others may read a run, as umask says
         save_file({k: np.ascontiguousarray(v) for k, v in model.state_dict().items()},
                   os.path.join(tmp, "model.safetensors"))
         meta = {"format_version": FORMAT_VERSION, "config": model.config.to_dict(),
@@ -61,6 +70,7 @@ def save_checkpoint(path: str, model: GPT, optimizer, tokenizer: CharTokenizer, 
         with open(os.path.join(tmp, "state.json"), "w") as f:
             json.dump(meta, f, indent=1)
         for name in os.listdir(tmp):
+            os.chmod(os.path.join(tmp, name), 0o666 & ~_umask())   # safetensors writes 0600
             with open(os.path.join(tmp, name), "rb") as f:
                 os.fsync(f.fileno())
         old = path + ".old"
@@ -91,31 +101,128 @@ def resolve(path: str) -> str:
                           f"or in its best/ or last/ subdirectory; train one with `python -m gpt train`)")
 
 
-def read_state(path: str) -> dict:
+def _one_line(error) -> str:
+    return " ".join(str(error).split())
+
+
+def _what_to_do(path: str) -> str:
+    """Advice for a checkpoint that cannot be used: its sibling (best/ <-> last/) if there is one."""
+    name = os.path.basename(os.path.normpath(path)).replace(".old", "")
+    sibling = {"best": "last", "last": "best"}.get(name)
+    if sibling:
+        other = os.path.join(os.path.dirname(os.path.normpath(path)), sibling)
+        if os.path.isfile(os.path.join(other, "state.json")):
+            return f"restore the file, or use the run's other checkpoint: {other}"
+    return "restore the file, or train again"
+
+
+# what resuming needs beyond the model: (key, test, what it must be)
+_RESUME_ENTRIES = (
+    ("iter", lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+    ("evaluated", lambda v: isinstance(v, bool), "true or false"),
+    ("best_val_loss", lambda v: is_number(v) and not math.isnan(v), "a number"),
+    ("elapsed_s", lambda v: is_number(v) and v >= 0, "a number >= 0"),
+    ("data_rng", lambda v: _valid_bit_generator_state(v), "the state of numpy's PCG64 generator"),
+    ("minigrad_rng", lambda v: isinstance(v, dict) and set(v) == {"seed", "counter"} and is_int(v["seed"])
+     and is_int(v["counter"]) and v["counter"] >= 0, 'an object {"seed": int, "counter": int >= 0}'),
+    ("optimizer", lambda v: isinstance(v, dict) and set(v) == {"step_count", "lr"} and is_int(v["step_count"])
+     and v["step_count"] >= 0 and is_number(v["lr"]) and 0 <= v["lr"] < math.inf,
+     'an object {"step_count": int >= 0, "lr": number >= 0}'),
+    ("train_config", lambda v: isinstance(v, dict), "an object"),
+)
+
+
+def _valid_bit_generator_state(state) -> bool:
     try:
-        with open(os.path.join(path, "state.json")) as f:
+        np.random.default_rng().bit_generator.state = state
+        return True
+    except Exception:  # numpy raises TypeError, ValueError or KeyError for a malformed state
+        return False
+
+
+def read_state(path: str, for_resume: bool = False) -> dict:
+    """state.json of the checkpoint directory `path`, checked entry by entry: the model's
+    config and vocabulary always, and with for_resume everything resuming needs."""
+    file = os.path.join(path, "state.json")
+    what_to_do = _what_to_do(path)
+    try:
+        with open(file, encoding="utf-8") as f:
             meta = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"cannot read {os.path.join(path, 'state.json')}: {e}") from None
+    except (OSError, ValueError) as e:            # ValueError: bad JSON or bad UTF-8
+        raise CheckpointError(f"cannot read {file}: {_one_line(e)}; {what_to_do}") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{file} must hold a JSON object, got {show(meta)}; {what_to_do}")
     if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {meta.get('format_version')} is not {FORMAT_VERSION}")
+        raise CheckpointError(f"{file}: checkpoint format {show(meta.get('format_version'))} is not "
+                              f"{FORMAT_VERSION}; {what_to_do}")
+    try:
+        if "config" not in meta:
+            raise CheckpointError(f"{file} has no 'config' (the model's shape)")
+        config = GPTConfig(**check_fields(meta["config"], GPTConfig, f"{file}: config"))
+        tokenizer = meta.get("tokenizer")
+        if "tokenizer" not in meta:
+            raise CheckpointError(f"{file} has no 'tokenizer' (the vocabulary)")
+        if not isinstance(tokenizer, dict) or not isinstance(tokenizer.get("chars"), str):
+            raise CheckpointError(f"{file}: tokenizer must be an object with the vocabulary as a string in "
+                                  f"\"chars\", got {show(tokenizer)}")
+        chars = CharTokenizer.from_dict(tokenizer).chars
+        if len(chars) != config.vocab_size:
+            raise CheckpointError(f"{file}: the vocabulary has {len(chars)} characters but the model "
+                                  f"{config.vocab_size} (config.vocab_size)")
+        for key, test, expected in _RESUME_ENTRIES if for_resume else ():
+            if key not in meta:
+                raise CheckpointError(f"{file} has no {key!r}, which resuming needs")
+            if not test(meta[key]):
+                raise CheckpointError(f"{file}: {key!r} must be {expected}, got {show(meta[key])}")
+    except (CheckpointError, ValueError, TypeError) as e:   # ValueError, TypeError: GPTConfig's own checks
+        message = _one_line(e)
+        raise CheckpointError((message if message.startswith(file) else f"{file}: {message}") +
+                              f"; {what_to_do}") from None
     return meta
 
 
-def load_checkpoint(path: str, device: Optional[str] = None) -> Tuple[GPT, CharTokenizer, dict]:
-    """(model, tokenizer, state) from a checkpoint or run directory."""
-    path = resolve(path)
-    meta = read_state(path)
-    model = GPT(GPTConfig(**meta["config"]), device=device)
+def _load_tensors(file: str, what_to_do: str) -> dict:
+    """The arrays of a safetensors file, every float finite, or a CheckpointError naming it."""
+    if not os.path.isfile(file):
+        raise CheckpointError(f"{file} is missing; {what_to_do}")
     try:
-        model.load_state_dict(load_file(os.path.join(path, "model.safetensors")))
-    except (OSError, KeyError, ValueError) as e:
-        raise CheckpointError(f"{path}/model.safetensors does not fit the config in state.json: {e}") from None
+        arrays = load_file(file)
+    except Exception as e:  # safetensors' own error type for a truncated or garbled file, OSError, MemoryError
+        raise CheckpointError(f"{file} is damaged or not a safetensors file ({_one_line(e)[:120]}); "
+                              f"{what_to_do}") from None
+    for name, array in arrays.items():
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise CheckpointError(f"{file} holds NaN or inf in {name} (the run diverged before this save, or "
+                                  f"the file is damaged); {what_to_do}")
+    return arrays
+
+
+def load_checkpoint(path: str, device: Optional[str] = None, for_resume: bool = False
+                    ) -> Tuple[GPT, CharTokenizer, dict]:
+    """(model, tokenizer, state) from a checkpoint or run directory; every problem with its
+    files is a CheckpointError naming the file and what to do."""
+    path = resolve(path)
+    meta = read_state(path, for_resume)
+    model = GPT(GPTConfig(**meta["config"]), device=device)
+    file = os.path.join(path, "model.safetensors")
+    try:
+        model.load_state_dict(_load_tensors(file, _what_to_do(path)))
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{file} does not fit the config in state.json ({_one_line(e)[:200]}); "
+                              f"{_what_to_do(path)}") from None
     meta["path"] = path
     return model, CharTokenizer.from_dict(meta["tokenizer"]), meta
 
 
 def load_optimizer_state(path: str, optimizer, meta: dict) -> None:
-    arrays = load_file(os.path.join(path, "optimizer.safetensors"))
-    optimizer.load_state_dict({"step_count": meta["optimizer"]["step_count"], "lr": meta["optimizer"]["lr"],
-                               "state": arrays})
+    file = os.path.join(path, "optimizer.safetensors")
+    arrays = _load_tensors(file, _what_to_do(path))
+    if any(name.startswith("v.") and (array < 0).any() for name, array in arrays.items()):
+        raise CheckpointError(f"{file} holds a negative second moment (v), which Adam never makes: the file is "
+                              f"damaged; {_what_to_do(path)}")
+    try:
+        optimizer.load_state_dict({"step_count": meta["optimizer"]["step_count"], "lr": meta["optimizer"]["lr"],
+                                   "state": arrays})
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{file} does not fit the model ({_one_line(e)[:200]}); "
+                              f"{_what_to_do(path)}") from None

@@ -6,6 +6,7 @@ defaults and the preset, and flags you type still win (e.g. a larger --max-iters
 """
 import argparse
 import dataclasses
+import difflib
 import os
 import sys
 from typing import List, Optional
@@ -63,11 +64,28 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue from <out-dir>/last with its settings, weights, optimizer and RNG states")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (eval lines are still printed)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in an --out-dir that holds one (deletes its log and checkpoints)")
+    _add_threads_flag(p)
+
+
+def _add_threads_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="BLAS threads for the NumPy backend (default: the physical cores; fewer when the machine "
+                        "is busy with other work: oversubscribed BLAS threads slow everything down)")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (no usage dump) that says where the help is."""
+
+    def error(self, message):
+        print(f"{self.prog}: error: {message} (see: {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gpt", description="Train, sample and plot a character-level GPT "
-                                     "built on minigrad.")
+    parser = OneLineParser(prog="gpt", description="Train, sample and plot a character-level GPT "
+                           "built on minigrad.")
     sub = parser.add_subparsers(dest="command", metavar="{train,sample,plot}")
     sub.required = True
 
@@ -89,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely characters only (1: greedy)")
     p.add_argument("--seed", type=int, default=1337, help="seed for sampling")
     p.add_argument("--device", choices=["numpy", "cl"], default="numpy", help="minigrad backend")
+    _add_threads_flag(p)
 
     p = sub.add_parser("plot", help="plot loss curves of one or more runs",
                        description="Plot train and val loss of one or more training runs in one figure.")
@@ -104,9 +123,8 @@ def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
     typed = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
     values = dataclasses.asdict(TrainConfig())
     if getattr(args, "resume", False):
-        from .checkpoint import read_state, resolve
-        out_dir = typed.get("out_dir", values["out_dir"])
-        saved = read_state(resolve(os.path.join(out_dir, "last")))["train_config"]
+        from .train import saved_train_config
+        saved = saved_train_config(typed.get("out_dir", values["out_dir"]))
         for name in MODEL_FIELDS:
             if name in typed and typed[name] != saved[name]:
                 raise ValueError(f"--{name.replace('_', '-')} {typed[name]} differs from the checkpoint's "
@@ -124,10 +142,31 @@ def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
     return cfg
 
 
+def require_at_least(value, name: str, low) -> None:
+    """sample's numbers; the same message as training's settings get."""
+    if value < low:
+        raise ValueError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
+
+
+def check_device(device: str) -> None:
+    """--device cl on a machine without OpenCL: one line saying what is missing and how to install it."""
+    from minigrad.backends import canonical_device, get_backend
+    from minigrad.backends.opencl import find_devices
+    if canonical_device(device) == "cl":
+        try:
+            find_devices()                     # names what is missing and the install command
+            get_backend("cl")
+        except Exception as e:  # OpenCLUnavailable (with the install command), or a driver that fails to start
+            raise ValueError(f"--device cl: {' '.join(str(e).split())}; `python -m minigrad` reports what works "
+                             f"here, --device numpy always does") from None
+
+
 def cmd_train(args) -> int:
     from .train import train
     cfg = resolve_train_config(args)
-    summary = train(cfg, resume=args.resume, progress=not args.no_progress)
+    check_device(cfg.device)
+    summary = train(cfg, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite,
+                    threads=args.threads)
     if summary["status"] == "interrupted":
         print(f"stopped at iteration {summary['iter']}; continue with: python -m gpt train --out-dir "
               f"{cfg.out_dir} --resume", file=sys.stderr)
@@ -139,6 +178,12 @@ def cmd_train(args) -> int:
 
 def cmd_sample(args) -> int:
     from .checkpoint import load_checkpoint
+    require_at_least(args.num_tokens, "num_tokens", 1)
+    require_at_least(args.num_samples, "num_samples", 1)
+    require_at_least(args.temperature, "temperature", 0)
+    if args.top_k is not None:
+        require_at_least(args.top_k, "top_k", 1)
+    check_device(args.device)
     model, tokenizer, meta = load_checkpoint(args.out_dir, device=args.device)
     prompt = args.prompt
     if not prompt:                                     # start a fresh line, or the first character known
@@ -169,20 +214,73 @@ def cmd_plot(args) -> int:
     return 0
 
 
+# nanoGPT's names that differ from ours by more than underscores, per command
+NANOGPT_NAMES = {"train": {"--learning_rate": "--lr"},
+                 "sample": {"--start": "--prompt", "--max_new_tokens": "--num-tokens"}}
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+
+
+def nanogpt_spellings(parser: argparse.ArgumentParser, argv: List[str]) -> List[str]:
+    """Flags as nanoGPT users type them: --max_iters=10 for --max-iters 10, --learning_rate for
+    --lr, sample's --start and --max_new_tokens, and --bias=False for --no-bias."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command not in ("train", "sample", "plot"):
+        return argv
+    booleans = {o for a in _subparser(parser, command)._actions if isinstance(a, argparse.BooleanOptionalAction)
+                for o in a.option_strings}
+    out = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return out + argv[i:]
+        if arg.startswith("--"):
+            name, eq, value = arg.partition("=")
+            name = "--" + NANOGPT_NAMES.get(command, {}).get(name, name)[2:].replace("_", "-")
+            if name in booleans and value in ("True", "False", "true", "false"):
+                arg = name if value.lower() == "true" else "--no-" + name[2:]
+            else:
+                arg = name + eq + value
+        out.append(arg)
+    return out
+
+
+def reject_unknown(parser: argparse.ArgumentParser, command: str, arg: str) -> None:
+    """One line for a flag we do not know, suggesting the nearest one we do."""
+    sub = _subparser(parser, command)
+    if not arg.startswith("-"):
+        sub.error(f"unexpected argument {arg!r}")
+    name = arg.split("=")[0]
+    known = [o for a in sub._actions for o in a.option_strings if o.startswith("--")]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    sub.error(f"unknown flag {name}" + (f"; did you mean {close[0]}?" if close else ""))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point; returns the exit code.  Expected failures print one line, no traceback
     (set GPT_TRACEBACK=1 to see one)."""
     from .checkpoint import CheckpointError
     from .data import DataError
     from .train import TrainingStopped
-    args = build_parser().parse_args(argv)
+    from minigrad.threads import limit_blas_threads, physical_cores
+    parser = build_parser()
+    argv = nanogpt_spellings(parser, sys.argv[1:] if argv is None else list(argv))
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        reject_unknown(parser, args.command, unknown[0])
     handler = {"train": cmd_train, "sample": cmd_sample, "plot": cmd_plot}[args.command]
     try:
-        return handler(args)
+        if not hasattr(args, "threads"):                  # plot draws; it runs no matmuls
+            return handler(args)
+        if args.threads is None:
+            args.threads = physical_cores()
+        with limit_blas_threads(args.threads):
+            return handler(args)
     except TrainingStopped as e:
         print(f"gpt {args.command}: {e}", file=sys.stderr)
         return 1
-    except (DataError, CheckpointError, FileNotFoundError, ValueError) as e:
+    except (DataError, CheckpointError, OSError, ValueError) as e:
         if os.environ.get("GPT_TRACEBACK"):
             raise
         print(f"gpt {args.command}: error: {e}", file=sys.stderr)

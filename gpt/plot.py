@@ -1,24 +1,19 @@
 """Loss curves from log.jsonl files.  Figures are drawn on matplotlib's Agg canvas directly,
 so nothing here changes the backend of a program that imports it."""
-import json
 import os
 from typing import List, Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .runlog import read_log_rows
+
 
 def read_log(run_dir: str) -> List[dict]:
     path = os.path.join(run_dir, "log.jsonl")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no log.jsonl in {os.path.abspath(run_dir)} (is it a training --out-dir?)")
-    rows = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                rows.append(json.loads(line))
-    return rows
+    return read_log_rows(path)[0]          # a torn last line (a killed run) is left out
 
 
 def _save(fig: Figure, out: str) -> None:

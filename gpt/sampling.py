@@ -16,6 +16,9 @@ def sample_next(logits: np.ndarray, temperature: float = 1.0, top_k: Optional[in
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if not np.isfinite(logits).all():          # else numpy's "probabilities contain NaN", or a silent pick
+        raise ValueError("the model produced NaN or inf logits: its weights are damaged or the run diverged; "
+                         "sample from another checkpoint")
     if temperature == 0 or top_k == 1:
         return logits.argmax(axis=-1)                               # (B,)
     logits = logits / temperature

@@ -27,10 +27,13 @@ import minigrad
 from minigrad import Tensor, no_grad
 from minigrad.optim import clip_grad_norm_, cosine_lr
 
-from .checkpoint import load_checkpoint, load_optimizer_state, resolve, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, load_optimizer_state, read_state, resolve, save_checkpoint
 from .data import CharDataset, CharTokenizer, load_text
+from .jsonfields import check_fields
 from .model import GPT, GPTConfig
 from .plot import plot_runs
+from .rundir import check_out_dir, remove_run
+from .runlog import read_log_rows, write_log_rows
 
 MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias")
 
@@ -122,8 +125,9 @@ def lr_at(cfg: TrainConfig, it: int) -> float:
 
 def make_train_step(model: GPT, optimizer, grad_clip: float = 1.0, use_jit: bool = True):
     """step(x, y) -> loss: forward, backward, gradient clipping (0 disables it), the optimizer's
-    update.  With use_jit, minigrad.jit records the step's kernels on its second call and replays
-    them afterwards (same numbers as eager, dropout included): no graph building per step."""
+    update.  With use_jit, minigrad.jit checks the step on its second and third calls, records its
+    kernels on the fourth and replays them afterwards (same numbers as eager, dropout included):
+    no graph building per step."""
     def train_step(x: Tensor, y: Tensor) -> Tensor:
         _, loss = model(x, y)
         loss.backward()
@@ -151,25 +155,41 @@ def estimate_loss(model: GPT, data: CharDataset, eval_iters: int, device: str) -
     return out
 
 
-def _truncate_log(path: str, iter_num: int, evaluated: bool) -> None:
-    """Drop log rows a resumed run will write again (those after the checkpoint)."""
+def saved_train_config(out_dir: str) -> dict:
+    """The settings of the run in out_dir (from last/state.json), checked against TrainConfig."""
+    path = resolve(os.path.join(out_dir, "last"))
+    meta = read_state(path, for_resume=True)
+    where = f"{os.path.join(path, 'state.json')}: train_config"
+    saved = check_fields(meta["train_config"], TrainConfig, where)
+    for name in MODEL_FIELDS:
+        if name in saved and name in meta["config"] and saved[name] != meta["config"][name]:
+            raise CheckpointError(f"{where}: {name} is {saved[name]} but the model's config says "
+                                  f"{meta['config'][name]}; restore the file")
+    return saved
+
+
+def _log_rows_to_keep(path: str, iter_num: int, evaluated: bool) -> list:
+    """The log rows before the checkpoint (a resumed run writes the later ones again)."""
     if not os.path.isfile(path):
-        return
-    with open(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    keep = [r for r in rows if r["iter"] < iter_num or (evaluated and r["iter"] == iter_num)]
-    with open(path, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in keep)
+        return []
+    rows, torn = read_log_rows(path)
+    if torn:
+        tqdm.write(f"note: dropped the torn last line of {path} (a run killed while writing leaves one)",
+                   file=sys.stderr)
+    return [r for r in rows if r["iter"] < iter_num or (evaluated and r["iter"] == iter_num)]
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
-    """Run (or continue) training as configured; returns a summary dict."""
-    os.makedirs(cfg.out_dir, exist_ok=True)
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, overwrite: bool = False,
+          threads: Optional[int] = None) -> dict:
+    """Run (or continue) training as configured; returns a summary dict.  Everything is read
+    and checked before the first write, so bad input leaves the out-dir as it was."""
+    check_out_dir(cfg.out_dir, resume, overwrite)
     log_path = os.path.join(cfg.out_dir, "log.jsonl")
     text, source = load_text(cfg.data)
     state = {}
     if resume:
-        model, tokenizer, state = load_checkpoint(os.path.join(cfg.out_dir, "last"), device=cfg.device)
+        model, tokenizer, state = load_checkpoint(os.path.join(cfg.out_dir, "last"), device=cfg.device,
+                                                  for_resume=True)
         ids = tokenizer.encode(text)
     else:
         tokenizer = CharTokenizer.from_text(text)
@@ -188,9 +208,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         Tensor._seed, Tensor._rng_counter = state["minigrad_rng"]["seed"], state["minigrad_rng"]["counter"]
         iter_num, evaluated = state["iter"], state["evaluated"]
         best_val, elapsed_before = state.get("best_val_loss", float("inf")), state.get("elapsed_s", 0.0)
-        _truncate_log(log_path, iter_num, evaluated)
-    elif os.path.exists(log_path):
-        os.remove(log_path)
+        log_rows = _log_rows_to_keep(log_path, iter_num, evaluated)
+    # every input is read and checked: from here on the out-dir changes
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    if resume:
+        write_log_rows(log_path, log_rows)
+    elif overwrite:
+        remove_run(cfg.out_dir)
 
     def checkpoint(name: str, at_iter: int, done_eval: bool) -> None:
         save_checkpoint(os.path.join(cfg.out_dir, name), model, optimizer, tokenizer, {
@@ -202,7 +226,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
 
     n_params = model.num_parameters()
     tqdm.write(f"data: {source} ({len(ids):,} tokens, vocab {tokenizer.vocab_size}); model: {n_params:,} "
-               f"parameters; device {cfg.device}" + (f"; resuming at iteration {iter_num}" if resume else ""))
+               f"parameters; device {cfg.device}" + (f", {threads} BLAS threads" if threads else "") +
+               (f"; resuming at iteration {iter_num}" if resume else ""))
     tokens_per_step = cfg.batch_size * cfg.block_size
     t_start = time.perf_counter()
     train_time, train_steps = 0.0, 0          # since the last eval, for tokens/s

@@ -39,6 +39,41 @@ def detect_anomaly(enabled: bool = True):
         _anomaly[0] = previous
 
 
+# ---- host reads ---------------------------------------------------------------------------
+# Counted always (an integer add): every time a tensor's values are copied back to Python
+# (.numpy(), .item(), bool(t), printing).  The total lets a test assert that a training step
+# reads back only its loss; a jit uses watch_host_reads() to refuse a function whose graph
+# depends on a value read back.  (Backends may still read internally: OpenCL checks gather
+# indices on the host.)
+_host_reads = [0]
+_read_watchers: list = []          # lists that collect the user line of each read
+
+
+def note_host_read() -> None:
+    """Called wherever device values are copied into Python."""
+    _host_reads[0] += 1
+    if _read_watchers:
+        where = user_frame()
+        for watcher in _read_watchers:
+            watcher.append(where)
+
+
+def host_reads() -> int:
+    """How many times tensor values were copied back to Python so far."""
+    return _host_reads[0]
+
+
+@contextlib.contextmanager
+def watch_host_reads():
+    """Yields a list that collects 'file:line in function' for each host read in the block."""
+    found = []
+    _read_watchers.append(found)
+    try:
+        yield found
+    finally:
+        _read_watchers.remove(found)
+
+
 def user_frame() -> str:
     """'file:line in function' of the innermost caller outside the minigrad package."""
     for frame in reversed(traceback.extract_stack()):

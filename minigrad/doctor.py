@@ -24,6 +24,9 @@ def _numpy_report(lines):
                          f"(threads: see OPENBLAS_NUM_THREADS/OMP_NUM_THREADS; pip install threadpoolctl for more)")
         except Exception as e:
             lines.append(f"  BLAS: unknown ({e})")
+    from .threads import physical_cores
+    lines.append(f"  threads: {physical_cores()} physical core(s) usable here: the default of `gpt train/sample "
+                 f"--threads N` (use fewer when other work shares the machine)")
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE"):
         if os.environ.get(var):
             lines.append(f"  {var}={os.environ[var]}")

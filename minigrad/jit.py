@@ -1,14 +1,15 @@
 """Capture a training step once, then replay its kernels: no graph building, no scheduling.
 
 A training step builds the same graph every iteration, so it schedules the same kernels
-every iteration.  `jit` runs the function normally twice (the first call settles lazily
-created state such as Adam's moments), records every kernel the second call runs together
-with its buffers, and from then on replays that list directly on the backend:
+every iteration.  `jit` runs the function normally once (the first call settles lazily
+created state such as Adam's moments), twice more traced and compared (jitcheck.py refuses
+what a replay would get wrong), records every kernel the fourth call runs together with its
+buffers, and from then on replays that list directly on the backend:
 
     step = minigrad.jit(train_step, state=[model, optimizer])
     for it in range(iters):
         optimizer.lr = schedule(it)              # lr lives on the device: replays see it
-        loss = step(Tensor(x), Tensor(y))        # call 3 onwards: kernels only
+        loss = step(Tensor(x), Tensor(y))        # call 5 onwards: kernels only
 
 What a replay does:
   * it runs the captured kernels on buffers planned once: the step's intermediates share a
@@ -20,10 +21,11 @@ What a replay does:
     between two buffers, one read and one written per replay, and are re-pointed after;
   * random kernels (dropout) draw fresh numbers from the next seed, as an eager step would.
 
-What it cannot see: anything the function reads from Python that changes between calls.
-Data must come in as Tensor arguments, and numbers that change (the learning rate) as
-device tensors; host data made inside the function (Tensor(np.arange(T))) is replayed as
-captured.  Values returned are copies, safe to keep.
+A replay cannot see what the function reads from Python: data must come in as Tensor
+arguments, and numbers that change (the learning rate) as device tensors.  The traced calls
+refuse a function that reads values back while building its graph, or whose constants or
+host data differ between them; one whose Python values change only later cannot be seen.
+Values returned are copies, safe to keep.
 """
 import weakref
 from collections import defaultdict
@@ -38,6 +40,7 @@ from .lazy import LazyBuffer
 from .ops import LoadOps
 from .schedule import recorders, run_kernel
 from .tensor import Tensor, realize
+from .jitcheck import CallChecks, check_signature, signature
 
 
 def _buffer(t: Tensor):
@@ -140,6 +143,11 @@ class jit:
             return self._replay(args)
         if self.calls == 1:
             return self.fn(*args)
+        if self.calls == 2:
+            self.checks = CallChecks(self.fn)
+        if self.calls <= 3 or self.checks.refusal is not None:
+            return self.checks.run(args, self._state_tensors())
+        self.checks.same_call(args)
         return self._capture(args)
 
     # ---- capture -------------------------------------------------------------------
@@ -176,10 +184,7 @@ class jit:
 
     # ---- replay --------------------------------------------------------------------
     def _replay(self, args):
-        signature = [(a.shape, a.dtype, a.device) if isinstance(a, Tensor) else a for a in args]
-        if signature != self.arg_signature:
-            raise ValueError(f"jit captured calls with arguments {self.arg_signature}, got {signature}; "
-                             f"make a new jit for a new shape")
+        check_signature(self.arg_signature, signature(args))
         state = self._state_tensors()
         if len(state) != len(self.state_pairs):
             raise RuntimeError("the jit's state changed since capture (a parameter was added or removed)")

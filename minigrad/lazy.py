@@ -147,5 +147,7 @@ class LazyBuffer:
     def numpy(self) -> np.ndarray:
         """A fresh numpy array holding this buffer's values (computing them if needed)."""
         from .backends import get_backend
+        from .debug import note_host_read
         self.realize()
+        note_host_read()
         return get_backend(self.device).copy_out(self.base.realized, self.view, self.dtype)

@@ -1117,30 +1117,37 @@ class Tensor:
 
     def cross_entropy(self, targets: Tensor, ignore_index: int = -1, reduction: str = "mean") -> Tensor:
         """Mean of -log softmax(logits)[target] over the rows whose target is not ignore_index.
-        logits (N, V), targets (N,) of ints in [0, V)."""
+        logits (N, V), targets (N,) of ints in [0, V).
+
+        Nothing here reads the device: the count of valid rows stays a device value (so a
+        jit replay with another count is right), and a target outside [0, V) turns its row's
+        loss into NaN (never a silent 0).  Under detect_anomaly(), where reads are allowed,
+        such a target raises an IndexError naming it."""
         if not isinstance(targets, Tensor):
             targets = Tensor(targets, device=self.device)
         if self.ndim != 2 or targets.ndim != 1 or targets.shape[0] != self.shape[0]:
             raise ValueError(f"cross_entropy needs logits (N, V) and targets (N,), got {self.shape} and {targets.shape}")
         if targets.dtype.kind not in "iu":
             raise TypeError(f"cross_entropy targets must be integers, got {targets.dtype}")
-        values = targets.numpy()
-        valid_values = values[values != ignore_index]
+        from .debug import anomaly_enabled
         num_classes = self.shape[1]
-        if valid_values.size and (valid_values.min() < 0 or valid_values.max() >= num_classes):
-            bad = valid_values[(valid_values < 0) | (valid_values >= num_classes)][0]
-            raise IndexError(f"target {bad} is out of range for {num_classes} classes")
-        valid = targets != ignore_index
+        if anomaly_enabled():
+            values = targets.numpy()
+            bad = values[(values != ignore_index) & ((values < 0) | (values >= num_classes))]
+            if bad.size:
+                raise IndexError(f"target {bad[0]} is out of range for {num_classes} classes")
+        valid = targets != ignore_index                                                        # (N,)
+        in_range = (targets >= 0) * (targets < num_classes)                                   # (N,)
         safe_targets = valid.where(targets, 0)
         picked = (self.log_softmax(-1) * safe_targets.one_hot(num_classes).cast(self.dtype)).sum(-1)   # (N,)
-        losses = valid.where(-picked, 0.0)
+        losses = valid.where(in_range.where(-picked, float("nan")), 0.0)                       # (N,)
         if reduction == "none":
             return losses
         if reduction == "sum":
             return losses.sum()
         if reduction != "mean":
             raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-        return losses.sum() * (1.0 / max(1, int((values != ignore_index).sum())))
+        return losses.sum() / valid.cast(self.dtype).sum().maximum(1.0)
 
     def binary_crossentropy(self, targets: Tensor) -> Tensor:
         """Mean of -(y log p + (1 - y) log(1 - p)) for probabilities p = self; logs are clamped at

@@ -93,5 +93,5 @@ def test_sampling_follows_the_softmax():
 
 
 def test_generate_rejects_out_of_range_prompts():
-    with pytest.raises(ValueError, match="out of range"):
+    with pytest.raises(IndexError, match=f"index {V} is out of range for a table of {V} rows"):
         tiny().generate(np.array([[V]]), 1)

@@ -16,7 +16,9 @@ class MLP(nn.Module):
         return self.l2(self.drop(self.l1(x).gelu()))
 
 
-def train(device, use_jit, steps=6):
+def train(device, use_jit, steps=6, valid_counts=None):
+    """Losses, weights and step count after `steps` AdamW steps; with valid_counts, step i keeps
+    valid_counts[i] of its 8 targets and sets the rest to ignore_index."""
     Tensor.manual_seed(0)
     model = MLP()
     for p in model.parameters():
@@ -37,8 +39,10 @@ def train(device, use_jit, steps=6):
     for i in range(steps):
         opt.lr = 1e-2 / (i + 1)                       # changes every step: replays must see it
         x = Tensor(rng.standard_normal((8, 6)).astype(np.float32), device=device)
-        y = Tensor(rng.integers(0, 3, 8), device=device)
-        losses.append(run(x, y).item())
+        y = rng.integers(0, 3, 8)
+        if valid_counts is not None:
+            y[valid_counts[i]:] = -1
+        losses.append(run(x, Tensor(y, device=device)).item())
     return losses, [p.numpy() for p in model.parameters()], opt.step_count
 
 
@@ -49,6 +53,14 @@ def test_jit_replay_equals_eager(device):
     for a, b in zip(jit_weights, eager_weights):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     assert jit_steps == eager_steps == 6
+
+
+def test_jit_with_changing_ignore_index_counts_equals_eager():
+    """The count of valid targets differs per batch: a replay must divide by the new count."""
+    counts = (8, 1, 4, 0, 3, 8)
+    eager, jitted = (train("numpy", use_jit, valid_counts=counts)[0] for use_jit in (False, True))
+    np.testing.assert_allclose(jitted, eager, rtol=1e-6, atol=1e-7)
+    assert eager[3] == 0.0                                   # no valid row: 0, not 0/0
 
 
 def test_jit_replay_runs_no_schedule(monkeypatch):
@@ -65,20 +77,20 @@ def test_jit_replay_runs_no_schedule(monkeypatch):
         return loss
 
     run = minigrad.jit(step, state=[opt])
-    first, second = run(x).item(), run(x).item()
+    before_replay = [run(x).item() for _ in range(4)]     # eager, traced twice, captured
     import minigrad.schedule as schedule
     calls = []
     original = schedule.create_schedule
     monkeypatch.setattr(schedule, "create_schedule", lambda t: calls.append(t) or original(t))
-    third = run(x).item()
+    replayed = run(x).item()
     assert calls == []
-    # reference: the same three SGD steps done by hand in numpy
+    # reference: the same five SGD steps done by hand in numpy
     wn, xn, expected = np.ones((3, 2)), np.ones((2, 3)), []
-    for _ in range(3):
+    for _ in range(5):
         out = xn @ wn
         expected.append((out ** 2).sum())
         wn = wn - 0.1 * (xn.T @ (2 * out))
-    np.testing.assert_allclose([first, second, third], expected, rtol=1e-5)
+    np.testing.assert_allclose(before_replay + [replayed], expected, rtol=1e-5)
 
 
 def test_jit_rejects_new_shapes():

@@ -1,7 +1,7 @@
 """Peak memory of GPT training steps: minigrad (NumPy backend, the CLI's jit'd step) against
 PyTorch eager, each in its own process so that one's peak cannot hide in the other's.
 
-    python bench/memory.py                    # M: shakespeare-char (L6 H6 D384 T256 B64), 4 steps each
+    python bench/memory.py                    # M: shakespeare-char (L6 H6 D384 T256 B64), 6 steps each
     python bench/memory.py --config S         # the laptop recipe
 
 Each worker trains from the same weights on the same batches and reports its peak resident set
@@ -45,7 +45,7 @@ def worker(name: str, config_name: str, steps: int) -> None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", choices=sorted(CONFIGS), default="M")
-    parser.add_argument("--steps", type=int, default=4, help="steps per worker (the jit captures on step 2)")
+    parser.add_argument("--steps", type=int, default=6, help="steps per worker (the jit captures on step 4)")
     parser.add_argument("--worker", choices=["minigrad", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "memory.json"))
     args = parser.parse_args()

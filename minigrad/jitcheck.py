@@ -69,10 +69,6 @@ class TracedCall:
         key = id(out_buffer)
         self._inside[key] = weakref.ref(out_buffer, lambda ref, key=key: self._forget(key, ref))
 
-    def append(self, entry) -> None:
-        """The recorder call as (kernel, output buffer, input buffers) in one tuple."""
-        self.record(*entry)
-
     def _forget(self, key, ref) -> None:
         if self._inside.get(key) is ref:       # a dead buffer's id may be reused by a new one
             del self._inside[key]

@@ -86,28 +86,34 @@ class Recording:
         self.calls.append((kernel.detached(), out, ins))
 
     def plan(self):
-        """(buffers, last uses): every number's buffer for replays.  Live ones keep theirs; each
-        dead one gets a buffer of its size from a free list, taken at its first write and given
-        back after its last read, so intervals that do not overlap share memory."""
+        """(buffers, last uses): every number's buffer for replays.  Live ones keep theirs.  Each
+        dead one takes, at its first write, the smallest free block of memory that fits it (or a
+        new block), and gives it back after its last read: intervals that do not overlap share
+        memory, whatever their dtypes and sizes."""
         buffers = [ref() for ref in self.refs]
         last_use = {}
         for i, (_, out, ins) in enumerate(self.calls):
             for n in [out] + ins:
                 last_use[n] = i
-        free = defaultdict(list)
-        ends = defaultdict(list)                  # call index -> numbers whose last use it is
+        ends = defaultdict(list)                  # call index -> dead numbers whose last use it is
         for n, i in last_use.items():
             if buffers[n] is None:
                 ends[i].append(n)
+        free = defaultdict(list)                  # device -> [(nbytes, block)], blocks not in use
+        held = {}                                 # number -> (nbytes, block) it occupies
         for i, (_, out, _) in enumerate(self.calls):
             if buffers[out] is None:
                 size, dtype, device = self.specs[out]
-                reusable = free[self.specs[out]]
-                buffers[out] = reusable.pop() if reusable else get_backend(device).allocate(size, dtype)
+                nbytes = max(1, size) * np.dtype(dtype).itemsize
+                fits = [k for k, (cap, _) in enumerate(free[device]) if cap >= nbytes]
+                if fits:
+                    held[out] = free[device].pop(min(fits, key=lambda k: free[device][k][0]))
+                else:
+                    held[out] = (nbytes, get_backend(device).allocate(nbytes, np.uint8))
+                buffers[out] = get_backend(device).as_typed(held[out][1], size, dtype)
             for n in ends[i]:
-                free[self.specs[n]].append(buffers[n])
+                free[self.specs[n][2]].append(held[n])
         return buffers, dict(ends)
-
 
 class jit:
     def __init__(self, fn, state=()):

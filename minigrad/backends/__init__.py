@@ -25,6 +25,9 @@ class Backend:
     def copy_out(self, buffer, view, dtype):         # a numpy array of view.shape read through the view
         raise NotImplementedError
 
+    def as_typed(self, buffer, size: int, dtype):   # the first `size` elements of a byte buffer, as dtype
+        return buffer                                # (untyped device memory: the buffer itself)
+
     def run(self, kernel, out, inputs):              # compute kernel.ast into `out`
         raise NotImplementedError
 

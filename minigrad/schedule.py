@@ -6,7 +6,8 @@ Fusion comes from a few rules about which nodes get a buffer of their own
   1. what the caller asked for, loads of random numbers and copies are materialized;
   2. reduces and special ops (matmul, gather, scatter-add) are materialized, and so are
      their sources, except that a reduce inlines the elementwise ops feeding it;
-  3. an elementwise node used by two or more consumers is materialized (no recompute);
+  3. an elementwise node used by two or more consumers is materialized, unless it is one op
+     over buffers that reads at most one of its own size: then each consumer recomputes it;
   4. an elementwise node read through a View that is not a plain reshape of it
      (a permute, an expand, padding) is materialized, unless the View can be pushed down
      to its sources: no padding, and every source read in order from a base of its shape
@@ -51,6 +52,22 @@ def _toposort(targets: List[LazyBuffer]) -> List[LazyBuffer]:
 
 def _is_plain_reshape(src: LazyBuffer) -> bool:
     return src.view.is_contiguous and src.view.size == src.base.size
+
+
+def _cheap_to_recompute(node: LazyBuffer, materialize: set) -> bool:
+    """Rule 3's exception: one op over buffers and constants, reading at most one buffer as large
+    as itself (the rest broadcasts of smaller ones, like a gradient times a clipping factor).
+    Recomputing it in each consumer reads that buffer once per consumer, which costs no more
+    than writing it out and reading it back, and saves a kernel and the buffer."""
+    large = 0
+    for s in node.srcs:
+        b = s.base
+        if b.realized is None and id(b) not in materialize:
+            if b.op is not LoadOps.CONST:
+                return False                      # an inlined source: recomputing would repeat a chain
+            continue
+        large += b.size >= node.size
+    return large <= 1
 
 
 def _reads_in_order(s: LazyBuffer, shape) -> bool:
@@ -99,8 +116,6 @@ def _decide_materialized(order: List[LazyBuffer], targets) -> set:
             continue
         if not is_elementwise(op) or anomaly:
             materialize.add(id(node))
-        if is_elementwise(op) and consumers.get(id(node), 0) > 1:
-            materialize.add(id(node))
         for src in node.srcs:
             b = src.base
             if b.realized is not None:
@@ -112,6 +127,8 @@ def _decide_materialized(order: List[LazyBuffer], targets) -> set:
                     materialize.add(id(b))             # a padded constant is not a constant
             elif not _is_plain_reshape(src) and not (src.view.mask is None and _view_passes_through(b, materialize)):
                 materialize.add(id(b))
+        if is_elementwise(op) and consumers.get(id(node), 0) > 1 and not _cheap_to_recompute(node, materialize):
+            materialize.add(id(node))
         inlined = [depth.get(id(s.base), 0) for s in node.srcs
                    if s.base.realized is None and id(s.base) not in materialize]
         depth[id(node)] = 1 + max(inlined, default=0)

@@ -12,10 +12,10 @@ buffers, and from then on replays that list directly on the backend:
         loss = step(Tensor(x), Tensor(y))        # call 5 onwards: kernels only
 
 What a replay does:
-  * it runs the captured kernels on buffers planned once: the step's intermediates share a
-    few buffers by liveness (one is handed to the next kernel that needs that size once its
-    last reader has run), so a replay allocates nothing and holds about what the busiest
-    moment of the step needs, not every intermediate at once;
+  * it runs the captured kernels on buffers planned once: the step's intermediates share one
+    arena by liveness (two share bytes only if one's last reader ran before the other's first
+    write), so a replay allocates nothing and holds about what the busiest moment of the step
+    needs, not every intermediate at once;
   * the arguments' buffers stand in for the captured arguments' (shapes must match);
   * state tensors (the model's parameters, the optimizer's moments and step count) swap
     between two buffers, one read and one written per replay, and are re-pointed after;
@@ -89,28 +89,42 @@ class Recording:
         self.calls.append((kernel.detached(), out, ins))
 
     def plan(self):
-        """(buffers, last uses): every number's buffer for replays.  Live ones keep theirs; each
-        dead one gets a buffer of its size from a free list, taken at its first write and given
-        back after its last read, so intervals that do not overlap share memory."""
+        """(buffers, last uses): every number's buffer for replays.  Live ones keep theirs.  The
+        dead ones (intermediates) get places in one arena per device: each lives from its first
+        write to its last read, and two whose lives overlap never share bytes.  Largest first,
+        each takes the lowest offset that is free for its whole life, so the arena comes out
+        close to the most memory the step ever holds at once."""
         buffers = [ref() for ref in self.refs]
-        last_use = {}
+        first, last = {}, {}
         for i, (_, out, ins) in enumerate(self.calls):
             for n in [out] + ins:
-                last_use[n] = i
-        free = defaultdict(list)
-        ends = defaultdict(list)                  # call index -> numbers whose last use it is
-        for n, i in last_use.items():
+                first.setdefault(n, i)
+                last[n] = i
+        ends = defaultdict(list)                  # call index -> dead numbers whose last use it is
+        by_device = defaultdict(list)
+        for n in first:
             if buffers[n] is None:
-                ends[i].append(n)
-        for i, (_, out, _) in enumerate(self.calls):
-            if buffers[out] is None:
-                size, dtype, device = self.specs[out]
-                reusable = free[self.specs[out]]
-                buffers[out] = reusable.pop() if reusable else get_backend(device).allocate(size, dtype)
-            for n in ends[i]:
-                free[self.specs[n]].append(buffers[n])
+                ends[last[n]].append(n)
+                by_device[self.specs[n][2]].append(n)
+        for device, numbers in by_device.items():
+            backend = get_backend(device)
+            nbytes = {n: -(-max(1, self.specs[n][0]) * np.dtype(self.specs[n][1]).itemsize // backend.alignment)
+                      * backend.alignment for n in numbers}
+            placed, offset = [], {}               # (start, end, first, last) of placed buffers
+            for n in sorted(numbers, key=lambda n: (-nbytes[n], first[n])):
+                clashes = sorted((a, b) for a, b, f, l in placed if f <= last[n] and first[n] <= l)
+                at = 0
+                for a, b in clashes:              # the lowest gap that fits
+                    if at + nbytes[n] <= a:
+                        break
+                    at = max(at, b)
+                offset[n] = at
+                placed.append((at, at + nbytes[n], first[n], last[n]))
+            arena = backend.allocate(max(b for _, b, _, _ in placed), np.uint8)
+            for n in numbers:
+                size, dtype, _ = self.specs[n]
+                buffers[n] = backend.as_typed(arena, offset[n], size, dtype)
         return buffers, dict(ends)
-
 
 class jit:
     def __init__(self, fn, state=()):

@@ -6,10 +6,13 @@ Fusion comes from a few rules about which nodes get a buffer of their own
   1. what the caller asked for, loads of random numbers and copies are materialized;
   2. reduces and special ops (matmul, gather, scatter-add) are materialized, and so are
      their sources, except that a reduce inlines the elementwise ops feeding it;
-  3. an elementwise node used by two or more consumers is materialized (no recompute);
+  3. an elementwise node used by two or more consumers is materialized, unless it is one op
+     over buffers that reads at most one of its own size: then each consumer recomputes it;
   4. an elementwise node read through a View that is not a plain reshape of it
-     (a permute, an expand, padding) is materialized: a kernel reads buffers through
-     views, it does not push views into the middle of an expression;
+     (a permute, an expand, padding) is materialized, unless the View can be pushed down
+     to its sources: no padding, and every source read in order from a base of its shape
+     (so `mean = sum * (1/D)` broadcast back over D fuses into its consumer; cheap ops
+     are recomputed per element read rather than given a buffer and a pass of their own);
   5. expression trees deeper than MAX_FUSED_DEPTH are cut, so kernels stay small;
   6. constants are never materialized: they become literals in the expression.
 
@@ -51,6 +54,47 @@ def _is_plain_reshape(src: LazyBuffer) -> bool:
     return src.view.is_contiguous and src.view.size == src.base.size
 
 
+def _cheap_to_recompute(node: LazyBuffer, materialize: set) -> bool:
+    """Rule 3's exception: one op over buffers and constants, reading at most one buffer as large
+    as itself (the rest broadcasts of smaller ones, like a gradient times a clipping factor).
+    Recomputing it in each consumer reads that buffer once per consumer, which costs no more
+    than writing it out and reading it back, and saves a kernel and the buffer."""
+    large = 0
+    for s in node.srcs:
+        b = s.base
+        if b.realized is None and id(b) not in materialize:
+            if b.op is not LoadOps.CONST:
+                return False                      # an inlined source: recomputing would repeat a chain
+            continue
+        large += b.size >= node.size
+    return large <= 1
+
+
+def _reads_in_order(s: LazyBuffer, shape) -> bool:
+    """s reads its whole base in order, laid out as `shape` is (equal but for dims of size 1):
+    a View over `shape` then reads s's base exactly as it would read a buffer of that shape."""
+    return _is_plain_reshape(s) and [n for n in s.base.shape if n != 1] == [n for n in shape if n != 1]
+
+
+def _view_passes_through(b: LazyBuffer, materialize: set) -> bool:
+    """Can a consumer read elementwise base b through any unpadded View by reading b's sources
+    through that same View?  Yes when each source is a constant, or reads a base of b's shape in
+    order (a buffer, or an inlined node that passes views through in turn)."""
+    if not is_elementwise(b.op):
+        return False
+    for s in b.srcs:
+        if s.base.op is LoadOps.CONST and s.base.realized is None:
+            if s.view.mask is not None:
+                return False
+            continue
+        if not _reads_in_order(s, b.shape):
+            return False
+        inlined = s.base.realized is None and id(s.base) not in materialize
+        if inlined and not _view_passes_through(s.base, materialize):
+            return False
+    return True
+
+
 class _MustMaterialize(Exception):
     def __init__(self, node):
         self.node = node
@@ -72,8 +116,6 @@ def _decide_materialized(order: List[LazyBuffer], targets) -> set:
             continue
         if not is_elementwise(op) or anomaly:
             materialize.add(id(node))
-        if is_elementwise(op) and consumers.get(id(node), 0) > 1:
-            materialize.add(id(node))
         for src in node.srcs:
             b = src.base
             if b.realized is not None:
@@ -83,8 +125,10 @@ def _decide_materialized(order: List[LazyBuffer], targets) -> set:
             elif b.op is LoadOps.CONST:
                 if src.view.mask is not None or isinstance(op, ReduceOps):
                     materialize.add(id(b))             # a padded constant is not a constant
-            elif not _is_plain_reshape(src):
+            elif not _is_plain_reshape(src) and not (src.view.mask is None and _view_passes_through(b, materialize)):
                 materialize.add(id(b))
+        if is_elementwise(op) and consumers.get(id(node), 0) > 1 and not _cheap_to_recompute(node, materialize):
+            materialize.add(id(node))
         inlined = [depth.get(id(s.base), 0) for s in node.srcs
                    if s.base.realized is None and id(s.base) not in materialize]
         depth[id(node)] = 1 + max(inlined, default=0)
@@ -107,17 +151,24 @@ def _lower(node: LazyBuffer, materialize: set, inputs: List[LazyBuffer]) -> Op:
                     return Load(i, view, b.dtype)
             inputs.append(b)
             return Load(len(inputs) - 1, view, b.dtype)
-        # inline an elementwise base read through a plain reshape of it
-        return expression(b, view.shape)
+        # inline an elementwise base, read through `view` (a View of b in order)
+        return expression(b, view)
 
-    def expression(b: LazyBuffer, shape):
+    def expression(b: LazyBuffer, outer):
+        in_order = outer.is_contiguous and outer.size == b.size      # a reshape of b: reshape each source
         srcs = []
         for s in b.srcs:
-            view = s.view.reshape(shape) if shape != b.shape else s.view
+            if in_order:
+                view = s.view.reshape(outer.shape) if outer.shape != b.shape else s.view
+            elif outer.mask is None and ((s.base.op is LoadOps.CONST and s.view.mask is None) or
+                                         _reads_in_order(s, b.shape)):
+                view = outer                                           # rule 4: the view passes through
+            else:
+                view = None
             if view is None:
                 raise _MustMaterialize(b)
             srcs.append(load(s, view))
-        return Op(b.op, tuple(srcs), b.arg, b.dtype, tuple(shape))
+        return Op(b.op, tuple(srcs), b.arg, b.dtype, tuple(outer.shape))
 
     try:
         if node.op is LoadOps.CONTIGUOUS:         # a copy: the kernel is just its source read in order

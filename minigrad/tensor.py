@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import math
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -809,15 +810,19 @@ class Tensor:
         return self.reshape(self.shape[:axis] + (1,) + self.shape[axis:])
 
     def pad(self, padding, value=0.0) -> Tensor:
-        """padding: one (before, after) pair per dimension; None for a dimension leaves it alone."""
+        """padding: one (before, after) pair per dimension; None for a dimension leaves it alone,
+        and a negative width crops instead (as PyTorch's F.pad)."""
         try:
             padding = tuple((0, 0) if p is None else (int(p[0]), int(p[1])) for p in padding)
-            wrong_pairs = False
+            wrong_pairs = len(padding) != self.ndim
         except (TypeError, ValueError, IndexError):
             wrong_pairs = True
-        if wrong_pairs or len(padding) != self.ndim or any(a < 0 or b < 0 for a, b in padding):
-            raise ValueError(f"pad needs one non-negative (before, after) pair for each of the {self.ndim} "
-                             f"dimensions of {self.shape}, got {padding}")
+        if wrong_pairs or any(-a - b > n for (a, b), n in zip(padding, self.shape)):
+            raise ValueError(f"pad needs one (before, after) pair for each of the {self.ndim} dimensions of "
+                             f"{self.shape} (negative widths crop, at most the whole axis), got {padding}")
+        if any(a < 0 or b < 0 for a, b in padding):
+            self = self.shrink(tuple((max(0, -a), n - max(0, -b)) for (a, b), n in zip(padding, self.shape)))
+            padding = tuple((max(0, a), max(0, b)) for a, b in padding)
         if all(p == (0, 0) for p in padding):
             return self
         out = F.Pad.apply(self, padding=padding)
@@ -825,6 +830,38 @@ class Tensor:
             return out
         inside = F.Pad.apply(Tensor.full(self.shape, True, dtype=dtypes.bool_, device=self.device), padding=padding)
         return inside.where(out, value)
+
+    def pad2d(self, padding, value=0.0) -> Tensor:
+        """Pad the last len(padding)/2 dims, PyTorch's F.pad order: (left, right, top, bottom, ...)."""
+        padding = tuple(int(p) for p in padding)
+        if len(padding) % 2 or len(padding) // 2 > self.ndim:
+            raise ValueError(f"pad2d needs (before, after) pairs for at most {self.ndim} dims, got {padding}")
+        pairs = [(padding[2 * k], padding[2 * k + 1]) for k in reversed(range(len(padding) // 2))]
+        return self.pad([None] * (self.ndim - len(pairs)) + pairs, value)
+
+    def split(self, sizes, dim: int = 0) -> List[Tensor]:
+        """Pieces along `dim`: of `sizes` each (the last may be shorter), or of the listed sizes."""
+        dim = _normalize_axis(dim, self.ndim)
+        n = self.shape[dim]
+        if isinstance(sizes, (int, np.integer)):
+            if sizes <= 0:
+                raise ValueError(f"split size must be positive, got {sizes}")
+            sizes = [min(int(sizes), n - start) for start in range(0, n, int(sizes))] or [0]
+        if sum(sizes) != n:
+            raise ValueError(f"split sizes {list(sizes)} do not add up to {n}, the length of dim {dim}")
+        pieces, start = [], 0
+        for size in sizes:
+            pieces.append(self.shrink(tuple((start, start + size) if a == dim else (0, m)
+                                            for a, m in enumerate(self.shape))))
+            start += size
+        return pieces
+
+    def chunk(self, chunks: int, dim: int = 0) -> List[Tensor]:
+        """`chunks` pieces along `dim` of ceil(n / chunks) each, as PyTorch (fewer when it divides unevenly)."""
+        if chunks <= 0:
+            raise ValueError(f"chunk needs chunks >= 1, got {chunks}")
+        n = self.shape[_normalize_axis(dim, self.ndim)]
+        return self.split(max(1, -(-n // chunks)), dim)
 
     def shrink(self, bounds) -> Tensor:
         """bounds: one (start, end) pair per dimension."""
@@ -1185,82 +1222,96 @@ class Tensor:
         return weights.dropout(dropout_p, training) @ value
 
     # ---- convolution and pooling: sliding windows are views, the arithmetic one matmul ---------
-    def _windows(self, kernel: Tuple[int, int], stride: Tuple[int, int], dilation: Tuple[int, int]) -> Tensor:
-        """(N, C, H, W) -> (N, C, kh*kw, Ho, Wo): for each kernel tap (i, j), the strided view
-        x[:, :, i*dh :: sh, j*dw :: sw] of the (already padded) input, stacked.  This is im2col
-        built from movement ops only; the stack is one fused kernel."""
-        (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
-        height, width = self.shape[-2:]
-        ho, wo = (height - dh * (kh - 1) - 1) // sh + 1, (width - dw * (kw - 1) - 1) // sw + 1
-        if ho <= 0 or wo <= 0:
-            raise ValueError(f"a {kh}x{kw} window (dilation {dilation}) does not fit an input of "
-                             f"{height}x{width} (after padding)")
-        taps = [self[:, :, i * dh: i * dh + sh * (ho - 1) + 1: sh, j * dw: j * dw + sw * (wo - 1) + 1: sw]
-                for i in range(kh) for j in range(kw)]
+    def _windows(self, kernel: Tuple[int, ...], stride: Tuple[int, ...], dilation: Tuple[int, ...]) -> Tensor:
+        """(N, C, *spatial) -> (N, C, prod(kernel), *out_spatial): for each kernel tap (i, j, ...),
+        the strided view x[:, :, i*d :: s, j*d :: s, ...] of the (already padded) input, stacked.
+        This is im2col built from movement ops only; the stack is one fused kernel."""
+        sizes = []
+        for n, k, s, d in zip(self.shape[2:], kernel, stride, dilation):
+            sizes.append((n - d * (k - 1) - 1) // s + 1)
+            if sizes[-1] <= 0:
+                raise ValueError(f"a window of {kernel} (dilation {dilation}) does not fit an input of "
+                                 f"{self.shape[2:]} (after padding)")
+        taps = []
+        for tap in itertools.product(*(range(k) for k in kernel)):
+            index = tuple(slice(t * d, t * d + s * (m - 1) + 1, s)
+                          for t, d, s, m in zip(tap, dilation, stride, sizes))
+            taps.append(self[(slice(None), slice(None)) + index])
         return Tensor.stack(taps, axis=2)
 
-    def _pad2d(self, padding: Tuple[int, int], value=0.0) -> Tensor:
-        ph, pw = padding
-        return self.pad(((0, 0), (0, 0), (ph, ph), (pw, pw)), value) if ph or pw else self
+    def _pad_spatial(self, padding, value=0.0) -> Tensor:
+        """Pad (or, negative, crop) the spatial dims of (N, C, *spatial): padding is one int for
+        all, one int per dim, or PyTorch's F.pad order (last dim first: left, right, top, bottom, ...)."""
+        dims = self.ndim - 2
+        if isinstance(padding, (int, np.integer)):
+            pairs = [(int(padding), int(padding))] * dims
+        elif len(padding) == dims:
+            pairs = [(int(p), int(p)) for p in padding]
+        elif len(padding) == 2 * dims:
+            pairs = [(int(padding[2 * k]), int(padding[2 * k + 1])) for k in reversed(range(dims))]
+        else:
+            raise ValueError(f"padding {padding} fits neither {dims} spatial dims nor their {2 * dims} edges")
+        return self.pad(((0, 0), (0, 0)) + tuple(pairs), value)
 
     def conv2d(self, weight: Tensor, bias: Optional[Tensor] = None, stride=1, padding=0, dilation=1,
                groups: int = 1) -> Tensor:
-        """2-D convolution (cross-correlation, as PyTorch): input (N, C, H, W), weight (O, C/groups, kh, kw)
-        -> (N, O, Ho, Wo).  im2col (windows as views) then one matrix product per group."""
-        if self.ndim != 4 or weight.ndim != 4:
-            raise ValueError(f"conv2d needs input (N, C, H, W) and weight (O, C/groups, kh, kw), "
+        """Convolution (cross-correlation, as PyTorch) over any number of spatial dims, despite the
+        name (conv1d, conv3d are the same call): input (N, C, *spatial), weight (O, C/groups, *kernel)
+        -> (N, O, *out_spatial).  im2col (windows as views), then one matrix product per group."""
+        if self.ndim < 3 or weight.ndim != self.ndim:
+            raise ValueError(f"conv needs input (N, C, *spatial) and weight (O, C/groups, *kernel) with as many dims, "
                              f"got {self.shape} and {weight.shape}")
-        n, c, _, _ = self.shape
-        out_channels, per_group, kh, kw = weight.shape
+        n, c = self.shape[:2]
+        out_channels, per_group, *kernel = weight.shape
+        dims = len(kernel)
         if c % groups or out_channels % groups or per_group * groups != c:
-            raise ValueError(f"conv2d: input has {c} channels, weight expects {per_group} per group x {groups} groups")
-        cols = self._pad2d(_pair(padding))._windows((kh, kw), _pair(stride), _pair(dilation))   # (N, C, kh*kw, Ho, Wo)
-        ho, wo = cols.shape[-2:]
-        cols = cols.reshape(n, groups, per_group * kh * kw, ho * wo)                            # (N, G, C/G*kh*kw, L)
-        w = weight.reshape(groups, out_channels // groups, per_group * kh * kw)                  # (G, O/G, C/G*kh*kw)
-        out = (w @ cols).reshape(n, out_channels, ho, wo)                                        # (N, G, O/G, L)
-        return out + bias.reshape(1, -1, 1, 1) if bias is not None else out
+            raise ValueError(f"conv: input has {c} channels, weight expects {per_group} per group x {groups} groups")
+        cols = self._pad_spatial(padding)._windows(tuple(kernel), _tuple(stride, dims), _tuple(dilation, dims))
+        out_spatial = cols.shape[3:]                                     # cols: (N, C, prod(kernel), *out_spatial)
+        cols = cols.reshape(n, groups, per_group * math.prod(kernel), math.prod(out_spatial))     # (N, G, C/G*K, L)
+        w = weight.reshape(groups, out_channels // groups, per_group * math.prod(kernel))         # (G, O/G, C/G*K)
+        out = (w @ cols).reshape((n, out_channels) + out_spatial)                                 # (N, G, O/G, L)
+        return out + bias.reshape((1, -1) + (1,) * dims) if bias is not None else out
 
     def conv_transpose2d(self, weight: Tensor, bias: Optional[Tensor] = None, stride=1, padding=0,
                          output_padding=0, dilation=1, groups: int = 1) -> Tensor:
-        """The gradient of conv2d with respect to its input, as a layer: input (N, C, H, W), weight
-        (C, O/groups, kh, kw).  Spread the input out by the stride (zeros between pixels), pad by
-        dilation*(k-1) - padding, and convolve with the kernel flipped and its channel axes swapped."""
-        if self.ndim != 4 or weight.ndim != 4:
-            raise ValueError(f"conv_transpose2d needs input (N, C, H, W) and weight (C, O/groups, kh, kw), "
-                             f"got {self.shape} and {weight.shape}")
-        (sh, sw), (ph, pw), (oh, ow), (dh, dw) = map(_pair, (stride, padding, output_padding, dilation))
-        n, c, height, width = self.shape
-        in_channels, per_group, kh, kw = weight.shape
+        """The gradient of conv2d with respect to its input, as a layer, over any number of spatial
+        dims: input (N, C, *spatial), weight (C, O/groups, *kernel).  Spread the input out by the
+        stride (zeros between pixels), pad by dilation*(k-1) - padding, and convolve with the kernel
+        flipped and its channel axes swapped."""
+        if self.ndim < 3 or weight.ndim != self.ndim:
+            raise ValueError(f"conv_transpose needs input (N, C, *spatial) and weight (C, O/groups, *kernel) with as "
+                             f"many dims, got {self.shape} and {weight.shape}")
+        n, c, *spatial = self.shape
+        in_channels, per_group, *kernel = weight.shape
+        dims = len(kernel)
+        strides, pads, extras, dilations = (_tuple(v, dims) for v in (stride, padding, output_padding, dilation))
         if in_channels != c or c % groups:
-            raise ValueError(f"conv_transpose2d: input has {c} channels, weight {weight.shape} expects {in_channels}")
+            raise ValueError(f"conv_transpose: input has {c} channels, weight {weight.shape} expects {in_channels}")
         x = self
-        if sh > 1 or sw > 1:                          # (H, W) -> (H, 1, W, 1) -> pad -> (H*sh, W*sw) -> crop
-            x = x.reshape(n, c, height, 1, width, 1).pad(((0, 0), (0, 0), (0, 0), (0, sh - 1), (0, 0), (0, sw - 1)))
-            x = x.reshape(n, c, height * sh, width * sw)[:, :, :(height - 1) * sh + 1, :(width - 1) * sw + 1]
-        edges = []
-        for k, d, p, extra in ((kh, dh, ph, oh), (kw, dw, pw, ow)):
-            edges.append((d * (k - 1) - p, d * (k - 1) - p + extra))
-        bounds = [(0, 0), (0, 0)] + [(-before if before < 0 else 0, -after if after < 0 else 0) for before, after in edges]
-        x = x.pad(((0, 0), (0, 0)) + tuple((max(b, 0), max(a, 0)) for b, a in edges))
-        if any(b or a for b, a in bounds):
-            x = x.shrink(tuple((b, size - a) for (b, a), size in zip(bounds, x.shape)))
-        w = weight.reshape(groups, c // groups, per_group, kh, kw).transpose(1, 2)
-        w = w.reshape(groups * per_group, c // groups, kh, kw).flip((2, 3))
-        return x.conv2d(w, bias, stride=1, padding=0, dilation=(dh, dw), groups=groups)
+        if any(s > 1 for s in strides):            # each dim (n,) -> (n, 1) -> pad to (n, s) -> (n*s,) -> crop
+            x = x.reshape((n, c) + tuple(v for m in spatial for v in (m, 1)))
+            x = x.pad(((0, 0), (0, 0)) + tuple(p for s in strides for p in ((0, 0), (0, s - 1))))
+            x = x.reshape((n, c) + tuple(m * s for m, s in zip(spatial, strides)))
+            x = x[(slice(None), slice(None)) + tuple(slice(0, (m - 1) * s + 1) for m, s in zip(spatial, strides))]
+        edges = tuple((d * (k - 1) - p, d * (k - 1) - p + e) for k, d, p, e in zip(kernel, dilations, pads, extras))
+        x = x.pad(((0, 0), (0, 0)) + edges)
+        w = weight.reshape((groups, c // groups, per_group) + tuple(kernel)).transpose(1, 2)
+        w = w.reshape((groups * per_group, c // groups) + tuple(kernel)).flip(tuple(range(2, 2 + dims)))
+        return x.conv2d(w, bias, stride=1, padding=0, dilation=dilations, groups=groups)
 
     def max_pool2d(self, kernel_size=2, stride=None, padding=0, dilation=1) -> Tensor:
         """The largest value in each window (N, C, H, W) -> (N, C, Ho, Wo); stride defaults to the
         kernel size; padding counts as -inf, so it never wins."""
-        kernel = _pair(kernel_size)
-        windows = self._pad2d(_pair(padding), float("-inf"))._windows(kernel, _pair(stride or kernel_size),
-                                                                       _pair(dilation))
+        kernel = _tuple(kernel_size, 2)
+        windows = self._pad_spatial(padding, float("-inf"))._windows(kernel, _tuple(stride or kernel_size, 2),
+                                                                     _tuple(dilation, 2))
         return windows.max(axis=2)
 
     def avg_pool2d(self, kernel_size=2, stride=None, padding=0) -> Tensor:
         """The mean of each window; padded zeros count (PyTorch's count_include_pad=True)."""
-        kernel = _pair(kernel_size)
-        return self._pad2d(_pair(padding))._windows(kernel, _pair(stride or kernel_size), (1, 1)).mean(axis=2)
+        kernel = _tuple(kernel_size, 2)
+        return self._pad_spatial(padding)._windows(kernel, _tuple(stride or kernel_size, 2), (1, 1)).mean(axis=2)
 
     def sequential(self, layers) -> Tensor:
         x = self
@@ -1269,9 +1320,9 @@ class Tensor:
         return x
 
 
-def _pair(value) -> Tuple[int, int]:
-    """conv and pooling sizes: 3 means (3, 3)."""
-    return (int(value), int(value)) if isinstance(value, (int, np.integer)) else tuple(int(v) for v in value)
+def _tuple(value, dims: int) -> Tuple[int, ...]:
+    """conv and pooling sizes: 3 means (3, 3) in 2-D."""
+    return (int(value),) * dims if isinstance(value, (int, np.integer)) else tuple(int(v) for v in value)
 
 
 class _FreedGraph:

@@ -89,6 +89,23 @@ def test_elementwise_over_views_is_one_kernel(device, rng):
                                err_msg="kernel over views (actual) vs numpy (desired)")
 
 
+def test_elementwise_after_a_reduce_fuses_into_its_broadcast_consumer(device, rng):
+    """mean = sum * (1/D) read back through an expand (x - mean) gets no kernel of its own: the
+    expand passes through the multiply to the reduce's buffer (rule 4).  A padded read does not."""
+    x = realized(rng, 4, 6, device=device)
+    centered = x - x.mean(-1, keepdim=True)
+    assert [k.kind for k in schedule_of(centered)] == ["reduce", "elementwise"]
+    np.testing.assert_allclose(centered.numpy(), x.numpy() - x.numpy().mean(-1, keepdims=True), rtol=1e-5, atol=1e-6)
+    scale = (x.sum(-1, keepdim=True) * 0.5 + 1).exp()          # recomputed per element, still one kernel
+    out = x * scale
+    assert [k.kind for k in schedule_of(out)] == ["reduce", "elementwise"]
+    np.testing.assert_allclose(out.numpy(), x.numpy() * np.exp(x.numpy().sum(-1, keepdims=True) * 0.5 + 1), rtol=1e-5)
+    padded = (x.sum(-1, keepdim=True) + 1).pad(((0, 0), (1, 0)))   # 1 in the pad would be wrong: materialize
+    assert len(schedule_of(padded + x[:, :2])) == 3
+    np.testing.assert_allclose((padded + x[:, :2]).numpy(), np.pad(x.numpy().sum(-1, keepdims=True) + 1,
+                                                                   ((0, 0), (1, 0))) + x.numpy()[:, :2], rtol=1e-5)
+
+
 def test_movement_chain_schedules_nothing(device, rng, launches):
     x = rng.standard_normal((4, 6, 8)).astype(np.float32)
     t = Tensor(x, device=device)

@@ -132,8 +132,10 @@ def test_pad_with_none_for_an_axis_and_cat_of_0d(device):
     np.testing.assert_array_equal(x.pad((None, (1, 2))).numpy(), np.pad(np.ones((2, 3)), ((0, 0), (1, 2))))
     with pytest.raises(ValueError, match="cannot join 0-d tensors"):
         Tensor.cat(Tensor(1.0, device=device), Tensor(2.0, device=device))
-    with pytest.raises(ValueError, match="pad needs one non-negative"):
+    with pytest.raises(ValueError, match="pad needs one .before, after. pair for each of the 2"):
         x.pad(((1, 1),))
+    with pytest.raises(ValueError, match="at most the whole axis"):
+        x.pad(((0, 0), (-2, -2)))
 
 
 def test_gather_has_pytorchs_meaning_and_take_numpys(device):
@@ -264,3 +266,39 @@ def test_pooling(device):
     parity(lambda t: t.max_pool2d(2), x, device=device, torch_fn=lambda t: TF.max_pool2d(t, 2))
     parity(lambda t: t.avg_pool2d(2), x, device=device, torch_fn=lambda t: TF.avg_pool2d(t, 2))
     parity(lambda t: t.avg_pool2d(3, 2, 1), x, device=device, torch_fn=lambda t: TF.avg_pool2d(t, 3, 2, 1))
+
+
+@pytest.mark.parametrize("case", ["conv1d", "conv3d", "asymmetric_2d", "negative_2d", "transpose1d"])
+def test_convolution_in_any_number_of_dims(case, device):
+    """conv2d and conv_transpose2d take any number of spatial dims and PyTorch's padding forms:
+    one per dim, F.pad's (left, right, top, bottom) edges, negative widths that crop."""
+    def padded(t, edges):
+        return TF.pad(t, edges)
+    cases = {
+        "conv1d": ((2, 3, 9), (4, 3, 3), lambda a, w: a.conv2d(w, stride=2, padding=1),
+                   lambda a, w: TF.conv1d(a, w, stride=2, padding=1)),
+        "conv3d": ((1, 2, 5, 6, 4), (3, 2, 2, 3, 2), lambda a, w: a.conv2d(w, padding=(1, 0, 1)),
+                   lambda a, w: TF.conv3d(a, w, padding=(1, 0, 1))),
+        "asymmetric_2d": ((1, 3, 5, 6), (2, 3, 3, 3), lambda a, w: a.conv2d(w, padding=(1, 2, 0, 1)),
+                          lambda a, w: TF.conv2d(padded(a, (1, 2, 0, 1)), w)),
+        "negative_2d": ((1, 3, 7, 6), (2, 3, 3, 2), lambda a, w: a.conv2d(w, padding=(-1, 0, -1, 1)),
+                        lambda a, w: TF.conv2d(padded(a, (-1, 0, -1, 1)), w)),
+        "transpose1d": ((2, 4, 5), (4, 3, 3), lambda a, w: a.conv_transpose2d(w, stride=2, padding=1),
+                        lambda a, w: TF.conv_transpose1d(a, w, stride=2, padding=1)),
+    }
+    x_shape, w_shape, ours, theirs = cases[case]
+    parity(ours, randn(*x_shape, seed=25), randn(*w_shape, seed=26), device=device, torch_fn=theirs,
+           rtol=1e-4, atol=1e-4)
+
+
+def test_split_chunk_and_pad2d(device):
+    x = randn(7, 4, seed=27)
+    for ours, theirs in ((lambda t: t.chunk(3)[2], lambda t: t.chunk(3)[2]),
+                         (lambda t: t.split(3, dim=0)[1] * 2, lambda t: t.split(3, dim=0)[1] * 2),
+                         (lambda t: t.split([1, 3], dim=1)[1], lambda t: t.split([1, 3], dim=1)[1]),
+                         (lambda t: t.pad2d((1, -1, 2, 0)), lambda t: TF.pad(t, (1, -1, 2, 0))),
+                         (lambda t: t.pad(((-2, 1), (0, -3))), lambda t: TF.pad(t, (0, -3, -2, 1)))):
+        parity(ours, x, device=device, torch_fn=theirs)
+    assert [c.shape for c in Tensor(x, device=device).chunk(3)] == [(3, 4), (3, 4), (1, 4)]
+    with pytest.raises(ValueError, match="do not add up to 7"):
+        Tensor(x, device=device).split([3, 3])

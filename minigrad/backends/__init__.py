@@ -25,6 +25,11 @@ class Backend:
     def copy_out(self, buffer, view, dtype):         # a numpy array of view.shape read through the view
         raise NotImplementedError
 
+    alignment = 64                                   # bytes: where a typed view into a byte buffer may start
+
+    def as_typed(self, buffer, offset: int, size: int, dtype):   # `size` elements of dtype at byte offset
+        raise NotImplementedError                                  # of a uint8 buffer (a jit's arena)
+
     def run(self, kernel, out, inputs):              # compute kernel.ast into `out`
         raise NotImplementedError
 

@@ -62,6 +62,9 @@ class NumpyBackend(Backend):
     def allocate(self, size, dtype):
         return np.empty(size, dtype)
 
+    def as_typed(self, buffer, offset, size, dtype):
+        return buffer[offset:offset + size * np.dtype(dtype).itemsize].view(dtype)
+
     def copy_in(self, array):
         return np.array(array, copy=True, order="C").reshape(-1)
 

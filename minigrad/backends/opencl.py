@@ -69,6 +69,8 @@ class CLBuffer:
         self.buf, self.nbytes, self.pool = buf, nbytes, pool
 
     def __del__(self):
+        if self.pool is None:                  # a sub-buffer of a jit's arena: not ours to pool
+            return
         try:
             self.pool[self.nbytes].append(self.buf)
         except Exception:
@@ -97,6 +99,15 @@ class OpenCLBackend(Backend):
         free = self.pool[nbytes]
         buf = free.pop() if free else self.cl.Buffer(self.context, self.cl.mem_flags.READ_WRITE, nbytes)
         return CLBuffer(buf, nbytes, self.pool)
+
+    @property
+    def alignment(self) -> int:
+        return max(64, self.device.mem_base_addr_align // 8)      # sub-buffers must start there
+
+    def as_typed(self, buffer, offset, size, dtype):
+        """A sub-buffer of an arena (OpenCL buffers are untyped); it never goes to the pool."""
+        nbytes = max(1, size) * np.dtype(dtype).itemsize
+        return CLBuffer(buffer.buf.get_sub_region(offset, nbytes), nbytes, None)
 
     def copy_in(self, array):
         array = np.ascontiguousarray(array)

@@ -49,6 +49,21 @@ def time_minigrad(config, state, batches, device, warmup, use_jit=False):
     return losses, times
 
 
+def kernels_per_step(config, state, batch) -> int:
+    """How many kernels one training step (forward, backward, clip, AdamW) runs, as a jit
+    records them: the figure the scheduler's fusion rules are judged by."""
+    from minigrad import jit
+    Tensor.manual_seed(0)
+    model = GPT(config)
+    model.load_state_dict(state)
+    optimizer = model.configure_optimizer(weight_decay=0.1, lr=1e-3, betas=(0.9, 0.99))
+    step = make_train_step(model, optimizer, grad_clip=1.0, use_jit=True)
+    while step.recording is None:
+        step(Tensor(batch[0]), Tensor(batch[1]))
+    assert isinstance(step, jit)
+    return len(step.recording.calls)
+
+
 def time_torch(config, state, batches, warmup):
     import torch
     import torch.nn.functional as F
@@ -124,6 +139,8 @@ def main():
             losses, times = time_minigrad(config, state, batches, device, args.warmup, use_jit)
             name = f"minigrad-{device}" + ("+jit" if use_jit else "")
             results[name] = {"ms_per_step": 1e3 * float(np.median(times)), "losses": losses}
+    kernels = kernels_per_step(config, state, batches[0])
+    print(f"kernels per step: {kernels}")
     if not args.no_torch:
         try:
             import torch
@@ -146,6 +163,7 @@ def main():
         r["max_loss_diff_vs_first"] = diff
         print(f"  {name:<20} max |loss - {next(iter(results))}| over all steps = {diff:.2e}")
     info = {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "kernels_per_step": kernels,
             "devices": {d: (get_backend(d).describe() if d == "cl" else "numpy") for d in devices},
             "config": vars(args)}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)

@@ -287,3 +287,20 @@ def test_detach_cuts_the_graph(device):
     (x * x.detach()).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), np.array([1.0, 2.0]), rtol=1e-12,
                                err_msg="d/dx sum(x * stop_gradient(x)) (actual) vs x (desired)")
+
+
+def test_laptop_recipe_step_kernel_count():
+    """A laptop-recipe training step (L4 H4 D128 T64 B12, forward, backward, clip, AdamW) runs
+    at most 376 kernels (522 before views passed through elementwise nodes and one-op nodes
+    were recomputed).  A ratchet: lower it when fusion improves, never raise it quietly."""
+    import sys
+    import os
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+    from gpt_step import kernels_per_step
+    from gpt.model import GPT, GPTConfig
+    config = GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=False)
+    Tensor.manual_seed(0)
+    state = GPT(config).state_dict()
+    batch = np.random.default_rng(0).integers(0, 65, (2, 12, 64))
+    count = kernels_per_step(config, state, (batch[0], batch[1]))
+    assert 100 < count <= 376, f"{count} kernels per step"

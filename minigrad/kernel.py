@@ -12,7 +12,7 @@ from typing import Any, List, Tuple
 
 import numpy as np
 
-from .ops import ReduceOps, SpecialOps, LoadOps, is_elementwise
+from .ops import ReduceOps, SpecialOps, LoadOps
 from .view import View
 
 
@@ -96,8 +96,3 @@ class Kernel:
         ins = ", ".join(f"{tuple(n.view.shape)}" for n in walk(self.ast) if isinstance(n, Load))
         return (f"{self.kind:<11} {'+'.join(self.fused_ops()) or 'copy':<40} "
                 f"out {self.output.shape} {self.output.dtype}  in [{ins}]")
-
-
-def is_fusable(op) -> bool:
-    """Ops that may be inlined into their consumer's expression."""
-    return is_elementwise(op)

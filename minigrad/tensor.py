@@ -13,7 +13,7 @@ import contextlib
 import functools
 import itertools
 import math
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -328,9 +328,6 @@ class Tensor:
         return order
 
     # ---- broadcasting and dtypes --------------------------------------------------------
-    def _const(self, value, dtype=None) -> Tensor:
-        return Tensor(LazyBuffer.const(value, self.shape, dtype or self.dtype, self.device))
-
     def _broadcasted(self, other, reverse=False) -> Tuple[Tensor, Tensor]:
         """Bring self and other (a Tensor or Python number) to one shape and one dtype."""
         x = self

@@ -54,10 +54,6 @@ class View:
         return self.offset == 0 and self.mask is None and all(
             st == cs for st, cs, n in zip(self.strides, contiguous_strides(self.shape), self.shape) if n != 1)
 
-    @property
-    def has_expand(self) -> bool:
-        return any(st == 0 and n > 1 for st, n in zip(self.strides, self.shape))
-
     def _with_mask(self, mask) -> Optional[Tuple[Tuple[int, int], ...]]:
         """Drop a mask that lets everything through, so unpadded views stay mask-free."""
         if mask is None or all(m == (0, n) for m, n in zip(mask, self.shape)):

@@ -35,7 +35,7 @@ import numpy as np
 
 from . import debug
 from .backends import get_backend
-from .kernel import Op
+from .kernel import KernelKind, Op
 from .lazy import LazyBuffer
 from .ops import LoadOps
 from .schedule import recorders, run_kernel
@@ -218,7 +218,7 @@ class jit:
         buffers = [swap.get(id(b), b) for b in self.buffers]
         poison = debug.POISON_FREED
         for i, (kernel, out, ins) in enumerate(self.recording.calls):
-            if kernel.kind == "rand":
+            if kernel.kind is KernelKind.RAND:
                 kernel = _reseeded(kernel, counter_shift)
             run_kernel(kernel, buffers[out], [buffers[n] for n in ins])
             if poison:                            # debug: a buffer read after its planned last use reads NaN
@@ -239,8 +239,8 @@ def _reseeded(kernel, counter_shift: int):
     """The same random kernel with the seed an eager call would have drawn at this point."""
     from .kernel import Kernel
     root = kernel.ast
-    _, counter, distribution = root.arg
-    ast = Op(root.op, root.srcs, (Tensor._seed, counter + counter_shift, distribution), root.dtype, root.shape)
+    arg = root.arg._replace(seed=Tensor._seed, counter=root.arg.counter + counter_shift)
+    ast = Op(root.op, root.srcs, arg, root.dtype, root.shape)
     return Kernel(kernel.output, kernel.inputs, ast)
 
 

@@ -19,7 +19,7 @@ import weakref
 
 from .backends import get_backend
 from .debug import anomaly_enabled, watch_host_reads
-from .kernel import Op
+from .kernel import KernelKind, Op
 from .schedule import recorders
 from .tensor import Tensor, realize
 
@@ -127,9 +127,8 @@ def _fingerprint(kernel, counter_start: int) -> str:
     """What a kernel computes, constants included; a random kernel's counter is taken
     relative to the call's first one (each call draws new numbers by design)."""
     ast = kernel.ast
-    if kernel.kind == "rand":
-        seed, counter, distribution = ast.arg
-        ast = Op(ast.op, ast.srcs, (seed, counter - counter_start, distribution), ast.dtype, ast.shape)
+    if kernel.kind is KernelKind.RAND:
+        ast = Op(ast.op, ast.srcs, ast.arg._replace(counter=ast.arg.counter - counter_start), ast.dtype, ast.shape)
     return repr(ast)
 
 

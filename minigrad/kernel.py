@@ -8,6 +8,7 @@ Backends walk this tree: the NumPy backend calls one numpy function per Op, the
 OpenCL backend prints it as one line of C per Op.
 """
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, List, Tuple
 
 import numpy as np
@@ -53,6 +54,20 @@ def walk(node):
     return order
 
 
+class KernelKind(str, Enum):
+    """Which template a backend uses for a kernel.  A str, so it prints and compares as its name."""
+    ELEMENTWISE = "elementwise"      # one output element per expression evaluation (copies and fills too)
+    REDUCE = "reduce"
+    MATMUL = "matmul"
+    GATHER = "gather"
+    SCATTER_ADD = "scatter_add"
+    RAND = "rand"
+    COPY = "copy"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
 class BufferSpec:
     """What a backend needs to know of a kernel's output or input without the graph node:
@@ -75,13 +90,13 @@ class Kernel:
     prepared: Any = field(default=None, repr=False)   # a backend's compiled form, kept for replays
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> "KernelKind":
         root = self.ast.op if isinstance(self.ast, Op) else None
         if isinstance(root, ReduceOps):
-            return "reduce"
+            return KernelKind.REDUCE
         if isinstance(root, (SpecialOps, LoadOps)):
-            return root.name.lower()
-        return "elementwise"
+            return KernelKind(root.name.lower())
+        return KernelKind.ELEMENTWISE
 
     def detached(self) -> "Kernel":
         """The same kernel (and compiled program) with BufferSpecs instead of graph nodes."""

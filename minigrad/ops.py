@@ -7,6 +7,7 @@ elementwise ops that feed it, movement ops never run at all (they only change a
 View), and the "special" ops (matmul, gather, scatter-add) get kernels of their own.
 """
 from enum import Enum, auto
+from typing import NamedTuple
 
 
 class UnaryOps(Enum):
@@ -64,6 +65,15 @@ class LoadOps(Enum):
     COPY = auto()         # bring a buffer over from another device
     CONTIGUOUS = auto()   # force the source to be materialized in its own buffer
 
+
+class RandArg(NamedTuple):
+    """What a RAND load draws: the stream (seed, counter) and which distribution."""
+    seed: int
+    counter: int
+    distribution: int      # UNIFORM, or NORMAL (weight initialization, made on the host)
+
+
+UNIFORM, NORMAL = 0, 1
 
 ELEMENTWISE = (UnaryOps, BinaryOps, TernaryOps)
 

@@ -24,7 +24,7 @@ from typing import Dict, List
 import numpy as np
 
 from . import debug
-from .kernel import Const, Kernel, Load, Op
+from .kernel import Const, Kernel, KernelKind, Load, Op
 from .lazy import LazyBuffer
 from .ops import LoadOps, ReduceOps, SpecialOps, is_elementwise
 
@@ -207,7 +207,7 @@ def run_kernel(kernel: Kernel, out_buffer, input_buffers) -> None:
     """Run one kernel on explicit buffers (realize passes the graph's; a JIT replay its own)."""
     from .backends import get_backend
     backend = get_backend(kernel.output.device)
-    if kernel.kind == "copy":
+    if kernel.kind is KernelKind.COPY:
         src = kernel.inputs[0]
         host = get_backend(src.device).copy_out(input_buffers[0], kernel.ast.srcs[0].view, src.dtype)
         backend.write(out_buffer, host)

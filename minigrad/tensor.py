@@ -20,7 +20,9 @@ import numpy as np
 from . import dtypes
 from . import function as F
 from .backends import canonical_device
+from .kernel import KernelKind
 from .lazy import LazyBuffer
+from .ops import NORMAL, UNIFORM, RandArg
 from .schedule import realize as _realize_buffers
 
 Scalar = Union[int, float, bool]
@@ -144,14 +146,14 @@ class Tensor:
     def rand(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
         """Uniform in [0, 1)."""
         lb = LazyBuffer.rand(_shape_arg(shape), dtypes.as_dtype(dtype) or dtypes.default_float,
-                             canonical_device(device), Tensor._next_seed() + (0,))
+                             canonical_device(device), RandArg(*Tensor._next_seed(), UNIFORM))
         return Tensor(lb, requires_grad=requires_grad)
 
     @staticmethod
     def randn(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
         """Standard normal."""
         lb = LazyBuffer.rand(_shape_arg(shape), dtypes.as_dtype(dtype) or dtypes.default_float,
-                             canonical_device(device), Tensor._next_seed() + (1,))
+                             canonical_device(device), RandArg(*Tensor._next_seed(), NORMAL))
         return Tensor(lb, requires_grad=requires_grad)
 
     @staticmethod
@@ -238,7 +240,7 @@ class Tensor:
             lines.append(f"[{i}] {kernel!r}")
             if not source:
                 continue
-            if kernel.kind == "copy" or (kernel.kind == "rand" and kernel.ast.arg[2] == 1):
+            if kernel.kind is KernelKind.COPY or (kernel.kind is KernelKind.RAND and kernel.ast.arg.distribution == NORMAL):
                 lines.append("(no kernel: made on the host and copied in)\n")
             else:
                 lines.append(render(kernel, [b.dtype for b in kernel.inputs], name=f"kernel{i}")[0])

@@ -8,7 +8,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from ..kernel import Const, Load, Op
 from ..rng import uniform
-from ..ops import BinaryOps, LoadOps, ReduceOps, SpecialOps, TernaryOps, UnaryOps
+from ..ops import NORMAL, BinaryOps, LoadOps, ReduceOps, SpecialOps, TernaryOps, UnaryOps
 from . import Backend
 
 
@@ -133,10 +133,9 @@ class NumpyBackend(Backend):
 def random_values(arg, shape, dtype) -> np.ndarray:
     """What a RAND kernel holds: uniform numbers from the counter-based hash (rng.py), the same
     bits on every backend; normal ones (weight init only) from numpy's generator."""
-    seed, counter, distribution = arg
-    if distribution == 1:
-        return np.random.default_rng((seed, counter)).standard_normal(shape, dtype=dtype)
-    return uniform(int(np.prod(shape)), seed, counter, dtype).reshape(shape)
+    if arg.distribution == NORMAL:
+        return np.random.default_rng((arg.seed, arg.counter)).standard_normal(shape, dtype=dtype)
+    return uniform(int(np.prod(shape)), arg.seed, arg.counter, dtype).reshape(shape)
 
 
 def _check_index(index: np.ndarray, num_rows: int) -> None:

@@ -14,6 +14,8 @@ import numpy as np
 
 from .. import debug
 from . import Backend
+from ..kernel import KernelKind
+from ..ops import NORMAL
 from .numpy_backend import _check_index, random_values, read
 from .opencl_render import render
 
@@ -151,13 +153,13 @@ class OpenCLBackend(Backend):
         kind = kernel.kind
         if kernel.output.size == 0:                    # nothing to compute (and no empty launch)
             return
-        if kind == "rand" and root.arg[2] == 1:        # normal numbers (weight init): made on the host
+        if kind is KernelKind.RAND and root.arg.distribution == NORMAL:   # normal numbers (weight init): made on the host
             self.write(out, random_values(root.arg, kernel.output.shape, kernel.output.dtype))
             return
-        if kind in ("gather", "scatter_add"):          # check indices on the host: a bad one must not read wild memory
+        if kind in (KernelKind.GATHER, KernelKind.SCATTER_ADD):          # check indices on the host: a bad one must not read wild memory
             index_node = root.srcs[1]
             index = read(self._host(inputs[index_node.index], index_node.dtype), index_node.view)
-            _check_index(index, root.srcs[0].view.shape[0] if kind == "gather" else root.arg)
+            _check_index(index, root.srcs[0].view.shape[0] if kind is KernelKind.GATHER else root.arg)
         if kernel.prepared is None:                   # render and compile once per Kernel (a jit replays it)
             source, global_size, local_size, scalars = render(kernel, [b.dtype for b in kernel.inputs],
                                                               name=f"{kind}_kernel", cpu_device=self.is_cpu)

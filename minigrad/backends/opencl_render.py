@@ -17,7 +17,7 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
-from ..kernel import Const, Load, Op, walk
+from ..kernel import Const, KernelKind, Load, Op, walk
 from ..ops import BinaryOps, ReduceOps, TernaryOps, UnaryOps
 from ..view import View
 from .. import rng
@@ -358,7 +358,7 @@ def render_rand(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
     """Uniform numbers on the device: element i is a hash of (i, the tensor's keys), as in rng.py."""
     n = max(1, math.prod(kernel.output.shape))
     t = c_type(kernel.output.dtype)
-    seed, counter, _ = kernel.ast.arg
+    seed, counter = kernel.ast.arg.seed, kernel.ast.arg.counter
     keys = [(k, np.dtype(np.uint32)) for k in rng.keys(seed, counter)]     # the arguments c0, c1
     body = ["const uint gid = get_global_id(0);", f"if (gid >= {n}) return;",
             "const uint bits = lowbias32(lowbias32(gid ^ c0) + c1);",
@@ -366,15 +366,16 @@ def render_rand(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
     return rng.LOWBIAS32_C + _source(kernel, input_dtypes, keys, name, body), (n,), None, keys
 
 
-RENDERERS = {"elementwise": render_elementwise, "rand": render_rand, "reduce": render_reduce, "matmul": render_matmul,
-             "gather": render_gather, "scatter_add": render_scatter_add}
+RENDERERS = {KernelKind.ELEMENTWISE: render_elementwise, KernelKind.RAND: render_rand, KernelKind.REDUCE: render_reduce,
+             KernelKind.MATMUL: render_matmul, KernelKind.GATHER: render_gather,
+             KernelKind.SCATTER_ADD: render_scatter_add}
 
 
 def render(kernel, input_dtypes, name: str = "k", cpu_device: bool = False):
     """(source, global size, local size or None, scalar arguments) for one kernel.  `cpu_device` picks the
     matmul template that suits a CPU (register blocks, no local memory)."""
     kind = kernel.kind
-    if kind == "matmul" and cpu_device:
+    if kind is KernelKind.MATMUL and cpu_device:
         return render_matmul_cpu(kernel, input_dtypes, name)
     if kind not in RENDERERS:
         raise NotImplementedError(f"OpenCL renderer: no template for {kind} kernels")

@@ -304,3 +304,27 @@ def test_laptop_recipe_step_kernel_count():
     batch = np.random.default_rng(0).integers(0, 65, (2, 12, 64))
     count = kernels_per_step(config, state, (batch[0], batch[1]))
     assert 100 < count <= 376, f"{count} kernels per step"
+
+
+def test_numpy_backend_blocks_equal_whole_evaluation(monkeypatch, rng):
+    """Large elementwise and reduce kernels run block by block on the NumPy backend; with tiny
+    blocks every kind of read (a transpose, a broadcast, padding, a step) and every reduce axis
+    must give what numpy gives for the whole tensor."""
+    import minigrad.backends.numpy_backend as numpy_backend
+    monkeypatch.setattr(numpy_backend, "CHUNK", 3)
+    a = realized(rng, 7, 6, 5, device="numpy")
+    b = realized(rng, 6, 1, device="numpy")
+    an, bn = a.numpy(), b.numpy()
+    cases = [
+        ((a * 2 + b).exp(), np.exp(an * 2 + bn)),
+        (a.permute(2, 0, 1).abs().sqrt(), np.sqrt(np.abs(an.transpose(2, 0, 1)))),
+        (a.pad(((1, 0), (0, 2), (1, 1))) + 1, np.pad(an, ((1, 0), (0, 2), (1, 1))) + 1),
+        (a[::2, 1:, ::-2] * 3, an[::2, 1:, ::-2] * 3),
+        ((a > 0).where(a, b), np.where(an > 0, an, bn)),
+        (a.sum(0), an.sum(0)), (a.sum(1), an.sum(1)), (a.max(2), an.max(2)), (a.sum((0, 2)), an.sum((0, 2))),
+        ((a * b).sum(), (an * bn).sum()),
+        (a.softmax(-1), np.exp(an - an.max(-1, keepdims=True)) / np.exp(an - an.max(-1, keepdims=True)).sum(-1,
+                                                                                                            keepdims=True)),
+    ]
+    for ours, expected in cases:
+        np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-5, atol=1e-6)

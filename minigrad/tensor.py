@@ -1041,13 +1041,7 @@ class Tensor:
         """Join tensors along an existing axis: Tensor.cat(a, b), Tensor.cat([a, b], dim=1) or
         a.cat(b, c).  Each piece is padded with zeros to the full length and the pieces are
         added: one fused kernel, and each piece's gradient is a shrink of the output's."""
-        tensors = list(self) if isinstance(self, (list, tuple)) else [self]
-        others = list(others)
-        if others and isinstance(others[-1], (int, np.integer)) and not isinstance(others[-1], bool):
-            axis = others.pop()
-        for o in others:
-            tensors.extend(o if isinstance(o, (list, tuple)) else [o])
-        axis = axis if dim is None else dim
+        tensors, axis = _joined(self, others, axis, dim)
         if not tensors:
             raise ValueError("cat needs at least one tensor")
         if not all(isinstance(t, Tensor) for t in tensors):
@@ -1071,13 +1065,7 @@ class Tensor:
 
     def stack(self, *others, axis=0, dim=None) -> Tensor:
         """Join equal-shaped tensors along a new axis: Tensor.stack([a, b], dim=0) or a.stack(b)."""
-        tensors = list(self) if isinstance(self, (list, tuple)) else [self]
-        others = list(others)
-        if others and isinstance(others[-1], (int, np.integer)) and not isinstance(others[-1], bool):
-            axis = others.pop()
-        for o in others:
-            tensors.extend(o if isinstance(o, (list, tuple)) else [o])
-        axis = axis if dim is None else dim
+        tensors, axis = _joined(self, others, axis, dim)
         if not tensors:
             raise ValueError("stack needs at least one tensor")
         for t in tensors[1:]:
@@ -1317,6 +1305,18 @@ class Tensor:
         for layer in layers:
             x = layer(x)
         return x
+
+
+def _joined(first, others, axis, dim):
+    """cat's and stack's arguments, however they were spelled: Tensor.cat(a, b), a.cat(b, c),
+    Tensor.cat([a, b], 1), Tensor.cat([a, b], dim=1) -> ([a, b, ...], axis)."""
+    tensors = list(first) if isinstance(first, (list, tuple)) else [first]
+    others = list(others)
+    if others and isinstance(others[-1], (int, np.integer)) and not isinstance(others[-1], bool):
+        axis = others.pop()
+    for o in others:
+        tensors.extend(o if isinstance(o, (list, tuple)) else [o])
+    return tensors, (axis if dim is None else dim)
 
 
 def _tuple(value, dims: int) -> Tuple[int, ...]:

@@ -97,3 +97,31 @@ def test_attention_mask_buffers_and_untransformed_names_load(hf_dir, tmp_path):
     idx = np.arange(10)[None, :]
     logits, _ = GPT.from_pretrained(str(tmp_path))(Tensor(idx))
     np.testing.assert_allclose(logits.numpy(), hf_logits(hf_model, idx), atol=1e-4)
+
+
+def test_untied_head_is_saved_as_gpt2s_own_lm_head(tmp_path):
+    """tie_word_embeddings=False is GPT-2's own switch: transformers reads W_s from lm_head.weight."""
+    Tensor.manual_seed(2)
+    model = GPT(GPTConfig(vocab_size=40, block_size=12, n_layer=1, n_head=2, n_embd=16, tie_word_embeddings=False))
+    model.save_pretrained(str(tmp_path))
+    hf_model = transformers.GPT2LMHeadModel.from_pretrained(str(tmp_path)).eval()
+    idx = np.random.default_rng(2).integers(0, 40, size=(2, 12))
+    logits, _ = model(Tensor(idx))
+    np.testing.assert_allclose(logits.numpy(), hf_logits(hf_model, idx), atol=1e-4)
+    again = GPT.from_pretrained(str(tmp_path))
+    assert not again.config.tie_word_embeddings
+    np.testing.assert_array_equal(again.state_dict()["lm_head.weight"], model.state_dict()["lm_head.weight"])
+
+
+def test_save_pretrained_refuses_sinusoidal_positions_and_writes_nothing(tmp_path):
+    model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=8, position_embedding="sinusoidal"))
+    with pytest.raises(ValueError, match="GPT-2 has no sinusoidal positions"):
+        model.save_pretrained(str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_from_pretrained_gives_learned_tied_gpt2(hf_dir):
+    config = GPT.from_pretrained(hf_dir[0]).config
+    assert config.position_embedding == "learned" and config.tie_word_embeddings
+    with pytest.raises(ValueError, match="learned positions"):
+        GPT.from_pretrained(hf_dir[0], position_embedding="sinusoidal")

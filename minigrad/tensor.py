@@ -251,6 +251,8 @@ class Tensor:
             grad = grads.pop(id(node), None)
             if grad is None:
                 continue
+            if node._ctx is not None and node._ctx.scope is not None:   # traced by minigrad.viz: keep it
+                node._ctx.out_grad = grad
             if node._ctx is None:                      # a leaf: accumulate into .grad
                 g = Tensor(grad)
                 node.grad = g if node.grad is None else Tensor(node.grad.lazydata.elementwise(F.BinaryOps.ADD, grad))

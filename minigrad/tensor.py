@@ -266,7 +266,9 @@ class Tensor:
                 assert g.shape == parent.shape, f"{type(node._ctx).__name__} grad {g.shape} != {parent.shape}"
                 grads[id(parent)] = g if id(parent) not in grads else grads[id(parent)].elementwise(F.BinaryOps.ADD, g)
 
-    def _toposort(self):
+    def _toposort(self, every_input: bool = False):
+        """Tensors this one was made from, each after its inputs: those requiring a gradient
+        (what backward needs), or with every_input all of them (what minigrad.viz draws)."""
         order, seen, stack = [], set(), [(self, False)]
         while stack:
             node, expanded = stack.pop()
@@ -279,7 +281,7 @@ class Tensor:
             stack.append((node, True))
             if node._ctx is not None:
                 for parent in node._ctx.parents:
-                    if id(parent) not in seen and parent.requires_grad:
+                    if id(parent) not in seen and (every_input or parent.requires_grad):
                         stack.append((parent, False))
         return order
 

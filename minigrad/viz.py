@@ -70,7 +70,7 @@ def trace(model=None):
 
 
 def _shape(shape) -> str:
-    return "(" + ", ".join(str(s) for s in shape) + ")"
+    return str(tuple(int(s) for s in shape))
 
 
 def _norm(lazy) -> Optional[float]:
@@ -81,23 +81,6 @@ def _norm(lazy) -> Optional[float]:
 
 
 # ---- the autograd graph ------------------------------------------------------------------------
-def _autograd_nodes(root) -> list:
-    """Every tensor the autograd graph of root reaches through _ctx.parents, inputs first."""
-    order, seen, stack = [], set(), [(root, False)]
-    while stack:
-        t, expanded = stack.pop()
-        if expanded:
-            order.append(t)
-            continue
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        stack.append((t, True))
-        if t._ctx is not None:
-            stack.extend((p, False) for p in reversed(t._ctx.parents) if id(p) not in seen)
-    return order
-
-
 def _inside(name: Optional[str], module: Optional[str]) -> bool:
     """Whether module path `name` is `module` or one of its sub-modules."""
     return bool(module) and bool(name) and (name == module or name.startswith(module + "."))
@@ -128,7 +111,7 @@ def autograd_graph(tensor, model=None, collapse: Optional[int] = None, expand: O
     edges along the data flow labelled with shapes.  `model` names the parameters; `collapse`
     and `expand` need the graph built under trace(model) (see the module docstring)."""
     params = {id(p): name for name, p in model.named_parameters()} if model is not None else {}
-    tensors = [t for t in _autograd_nodes(tensor) if not _is_constant(t)]
+    tensors = [t for t in tensor._toposort(every_input=True) if not _is_constant(t)]
     if collapse is not None and not any(t._ctx is not None and t._ctx.scope is not None for t in tensors):
         raise ValueError("collapse needs to know which module made each op: build the graph inside "
                          "`with minigrad.viz.trace(model):`")

@@ -27,6 +27,18 @@ def test_tour_is_up_to_date_and_draws_its_pictures(tmp_path):
     assert all(f"(tour/{name})" in page for name in pictures)
 
 
+def test_notebook_runs_cell_by_cell(tmp_path):
+    """examples/tour.ipynb, read back from its JSON and executed in order (what Jupyter does)."""
+    import json
+    with open(os.path.join(ROOT, "examples", "tour.ipynb")) as f:
+        nb = json.load(f)
+    cells = [("code" if c["cell_type"] == "code" else "md", "".join(c["source"])) for c in nb["cells"]]
+    assert sum(kind == "code" for kind, _ in cells) >= 10
+    page = docgen.run_cells(cells, str(tmp_path))
+    assert "loss on this batch" in page
+    assert_real_image(str(tmp_path / "tour" / "gpt_modules.png"))
+
+
 def test_debug_page_is_up_to_date(cl):                # its DEBUG=3 section runs on OpenCL
     debug_levels = importlib.import_module("debug_levels")
     problem = debug_levels.check()

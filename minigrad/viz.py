@@ -31,7 +31,7 @@ import numpy as np
 from . import debug
 from .kernel import Load, Op, walk
 from .ops import LoadOps
-from .schedule import create_schedule
+from .schedule import create_schedule, realize
 
 ENGINES = ("auto", "dot", "matplotlib")
 FORMATS = (".png", ".svg")
@@ -73,11 +73,14 @@ def _shape(shape) -> str:
     return str(tuple(int(s) for s in shape))
 
 
-def _norm(lazy) -> Optional[float]:
-    """The L2 norm of a (lazy) gradient, computed now; None when there is none."""
-    if lazy is None:
-        return None
-    return float(np.linalg.norm(lazy.numpy().astype(np.float64)))
+def _gradient_norms(tensors) -> Dict[int, float]:
+    """id(tensor) -> the L2 norm of the gradient backward sent into it: a leaf's .grad, or an
+    op's output gradient kept by trace().  All are computed in one schedule."""
+    grads = {id(t): t.grad.lazydata if t._ctx is None and t.grad is not None else getattr(t._ctx, "out_grad", None)
+             for t in tensors}
+    grads = {k: g for k, g in grads.items() if g is not None}
+    realize(*grads.values())
+    return {k: float(np.linalg.norm(g.numpy().astype(np.float64))) for k, g in grads.items()}
 
 
 # ---- the autograd graph ------------------------------------------------------------------------
@@ -124,6 +127,11 @@ def autograd_graph(tensor, model=None, collapse: Optional[int] = None, expand: O
                     module.setdefault(id(p), module[id(t)])
         elif id(t) in params:
             module[id(t)] = params[id(t)].rpartition(".")[0]
+    if expand and not any(_inside(name, expand) for name in module.values()):
+        known = sorted({name for name in module.values() if name})
+        raise ValueError(f"expand={expand!r} names no module of this graph; its modules: {', '.join(known[:12])}"
+                         f"{' ...' if len(known) > 12 else ''}")
+    norms = _gradient_norms(t for t in tensors if _owner(module.get(id(t), ""), collapse, expand) is None)
     g = Graph(title=title or f"autograd graph of a {_shape(tensor.shape)} tensor")
     node_of: Dict[int, str] = {}            # id(tensor) -> its graph node: its own, or its module's box
     counts: Dict[str, Counter] = {}
@@ -137,9 +145,8 @@ def autograd_graph(tensor, model=None, collapse: Optional[int] = None, expand: O
             continue
         node_of[id(t)] = f"t{i}"
         lines = [what, f"{_shape(t.shape)} {t.dtype}"]
-        norm = _norm(t.grad.lazydata if ctx is None and t.grad is not None else getattr(ctx, "out_grad", None))
-        if norm is not None:
-            lines.append(f"|grad| {norm:.3g}")
+        if id(t) in norms:
+            lines.append(f"|grad| {norms[id(t)]:.3g}")
         kind = "op" if ctx is not None else "param" if t.requires_grad else "input"
         g.nodes[f"t{i}"] = Node("\n".join(lines), kind)
         if _inside(name, expand):

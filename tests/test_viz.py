@@ -104,6 +104,8 @@ def test_expanding_one_module_shows_its_ops_in_a_frame(traced_gpt):
     ops_inside = [g.nodes[m] for m in members if g.nodes[m].kind == "op"]
     assert len(ops_inside) == count_ops(loss, "h.1.attn")
     assert any(g.nodes[m].label.startswith("h.1.attn.c_attn.weight") for m in members)
+    with pytest.raises(ValueError, match=r"expand='h\.9\.attn' names no module.*h\.0\.attn"):
+        viz.autograd_graph(loss, model, collapse=2, expand="h.9.attn")
 
 
 def test_schedule_graph_frames_each_kernel_around_its_fused_ops():

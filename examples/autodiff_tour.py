@@ -105,13 +105,13 @@ W_p[t, 2i] = sin(t / 10000^(2i/D)) and W_p[t, 2i+1] = cos(t / 10000^(2i/D)). It 
 constant: no gradient, not a parameter, not in the state dict. X̃ = X + W_p.
 """),
     ("code", """
-W_p = model.W_p                                               # (block_size, D)
+W_p = model.wpe.weight                                        # (block_size, D)
 print("W_p", W_p.shape, " requires_grad:", W_p.requires_grad,
       " a parameter:", any(p is W_p for p in model.parameters()))
 print(np.round(W_p.numpy()[:4, :4], 4))
 t, i = 3, 1
 print(f"W_p[{t}, {2 * i}] = sin({t} / 10000^({2 * i}/{D})) = {np.sin(t / 10000 ** (2 * i / D)):.4f}")
-X_tilde = X + model.positions(Tensor.arange(T))               # (B, T, D) + (T, D) -> (B, T, D)
+X_tilde = X + model.wpe(Tensor.arange(T))                     # (B, T, D) + (T, D): rows 0..T-1 of W_p
 print("X_tilde", X_tilde.shape)
 """),
     ("md", """
@@ -207,7 +207,7 @@ finite difference on the largest entry of W_s's gradient agrees with backward:
 params = dict(model.named_parameters())
 for name in ["wte.weight", "h.0.attn.c_attn.weight", "h.1.mlp.c_fc.bias", "lm_head.weight"]:
     print(f"{name:24s} {str(params[name].shape):10s} |grad| {np.linalg.norm(params[name].grad.numpy()):.4f}")
-print("W_p.grad:", model.W_p.grad)
+print("W_p.grad:", model.wpe.weight.grad)
 
 g = params["lm_head.weight"].grad.numpy()                     # (V, D): W_s^T, as Linear stores it
 row, col = np.unravel_index(np.abs(g).argmax(), g.shape)

@@ -92,6 +92,14 @@ def sinusoidal_positions(T: int, D: int) -> np.ndarray:
     return W_p
 
 
+class SinusoidalPositions(Embedding):
+    """The seeds' W_p, looked up by position like the learned table, but a constant: its weight
+    needs no gradient, so it is no parameter (not in state_dict, not in the optimizer)."""
+
+    def __init__(self, T: int, D: int, device: Optional[str] = None):
+        self.weight = Tensor(sinusoidal_positions(T, D), device=device).realize()       # (T, D)
+
+
 def causal_mask(T: int, device: str) -> Tensor:
     """(T, T) bool, True where query t would read a later key t' > t: those scores become
     -inf, so after the softmax their weights are exactly 0."""
@@ -191,10 +199,8 @@ class GPT(Module):
         self.config = config
         V, T, D = config.vocab_size, config.block_size, config.n_embd
         self.wte = Embedding(V, D)          # W_e: token embeddings (V, D)
-        if config.position_embedding == "learned":
-            self.wpe = Embedding(T, D)      # W_p learned: a parameter (T, D)
-        else:                               # W_p fixed: a constant, no gradient, not in state_dict
-            self.W_p = Tensor(sinusoidal_positions(T, D), device=device).realize()          # (T, D)
+        learned = config.position_embedding == "learned"
+        self.wpe = Embedding(T, D) if learned else SinusoidalPositions(T, D, device)   # W_p (T, D)
         self.drop = Dropout(config.dropout)
         self.h = [Block(config) for _ in range(config.n_layer)]
         self.ln_f = LayerNorm(D, eps=config.layer_norm_eps, bias=config.bias)
@@ -215,7 +221,7 @@ class GPT(Module):
             return t
 
         for name, module in self.named_modules():
-            if isinstance(module, (Linear, Embedding)):
+            if isinstance(module, (Linear, Embedding)) and not isinstance(module, SinusoidalPositions):
                 std = residual_std if name.endswith("c_proj") else 0.02
                 module.weight = param(Tensor.randn(*module.weight.shape, device=device) * std)
             if isinstance(module, (Linear, LayerNorm)) and module.bias is not None:
@@ -251,7 +257,7 @@ class GPT(Module):
         and the K, V of every block.  With `past` (a static cache filled up to offset), T is 1."""
         T = idx.shape[1]
         pos = Tensor.arange(offset, offset + T, device=idx.device)          # (T,)
-        x = self.wte(idx) + self.positions(pos)                              # (B, T, D) + (T, D) -> (B, T, D)
+        x = self.wte(idx) + self.wpe(pos)                                    # (B, T, D) + (T, D) -> (B, T, D)
         x = self.drop(x)
         slots = [None] * len(self.h) if past is None else cache_slots(past, offset, idx.device)
         cache = []
@@ -259,12 +265,6 @@ class GPT(Module):
             x, kv = block(x, slot)                                           # (B, T, D)
             cache.append(kv)
         return self.ln_f(x), cache                                          # (B, T, D)
-
-    def positions(self, pos: Tensor) -> Tensor:
-        """Rows of W_p for positions pos (T,) -> (T, D).  A gather in both cases, so a cached
-        decoding step has the same kernels at every position."""
-        W_p = self.wpe.weight if self.config.position_embedding == "learned" else self.W_p   # (block_size, D)
-        return W_p.gather(pos, axis=0)
 
     def head(self, x: Tensor) -> Tensor:
         """Final hidden states (..., D) -> logits (..., V) = x W_s."""
@@ -319,8 +319,7 @@ class GPT(Module):
         """Parameter count; by default without a learned position table (the token table
         counts: when tied it is the head too), as nanoGPT reports it."""
         n = super().num_parameters()
-        learned = self.config.position_embedding == "learned"
-        return n - self.wpe.weight.numel() if non_embedding and learned else n
+        return n - self.wpe.weight.numel() if non_embedding and self.wpe.weight.requires_grad else n
 
     # ---- generation ---------------------------------------------------------------------------
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: Optional[int] = None,

@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from . import debug
+from .function import Function
 from .kernel import Load, Op, walk
 from .ops import LoadOps
 from .schedule import create_schedule, realize
@@ -115,6 +116,9 @@ def autograd_graph(tensor, model=None, collapse: Optional[int] = None, expand: O
     and `expand` need the graph built under trace(model) (see the module docstring)."""
     params = {id(p): name for name, p in model.named_parameters()} if model is not None else {}
     tensors = [t for t in tensor._toposort(every_input=True) if not _is_constant(t)]
+    if any(t._ctx is not None and not isinstance(t._ctx, Function) for t in tensors):
+        raise ValueError("this graph was freed by backward(): build it inside `with minigrad.viz.trace():`, "
+                         "which keeps it, or call backward(retain_graph=True)")
     if collapse is not None and not any(t._ctx is not None and t._ctx.scope is not None for t in tensors):
         raise ValueError("collapse needs to know which module made each op: build the graph inside "
                          "`with minigrad.viz.trace(model):`")

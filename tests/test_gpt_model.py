@@ -205,24 +205,25 @@ def test_sinusoidal_W_p_is_the_formula(width):
     model = GPT(GPTConfig(vocab_size=V, block_size=T, n_layer=1, n_head=1, n_embd=width,
                           position_embedding="sinusoidal"))
     expected = torch_sinusoid(T, width).numpy()
-    np.testing.assert_allclose(model.W_p.numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(model.wpe.weight.numpy(), expected, atol=1e-6)
     x = ids((1, T), 9)
     h_sin, _ = model._hidden(Tensor(x))
-    model.W_p = Tensor(np.zeros((T, width), dtype=np.float32))      # the same model without positions
+    model.wpe.weight = Tensor(np.zeros((T, width), dtype=np.float32))   # the same model without positions
     h_none, _ = model._hidden(Tensor(x))
     assert np.abs(h_sin.numpy() - h_none.numpy()).max() > 1e-3, "W_p is not added to the embeddings"
 
 
 def test_sinusoidal_W_p_is_a_constant_not_a_parameter():
     model = tiny(position_embedding="sinusoidal")
-    assert "wpe.weight" not in model.state_dict() and not any(p is model.W_p for p in model.parameters())
-    before = model.W_p.numpy()
+    W_p = model.wpe.weight
+    assert "wpe.weight" not in model.state_dict() and not any(p is W_p for p in model.parameters())
+    before = W_p.numpy()
     opt = model.configure_optimizer(weight_decay=0.1, lr=0.1)
-    assert not any(p is model.W_p for p in opt.params)
+    assert not any(p is W_p for p in opt.params)
     _, loss = model(Tensor(ids((2, T), 1)), Tensor(ids((2, T), 2)))
     loss.backward()
     opt.step()
-    assert model.W_p.grad is None and np.array_equal(model.W_p.numpy(), before)
+    assert W_p.grad is None and np.array_equal(W_p.numpy(), before)
     assert model.num_parameters() == model.num_parameters(non_embedding=False)   # no table to leave out
 
 

@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from gpt.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from minigrad import Tensor, no_grad  # noqa: E402
 
-README_RUNS = ("runs/laptop", "runs/quickstart")      # where the README's train commands write
+README_RUNS = ("runs/laptop", "runs/quickstart", "runs/seed")      # where the README's train commands write
 
 
 def plot_maps(maps, chars, path):

@@ -11,6 +11,7 @@ import os
 import sys
 from typing import List, Optional
 
+from .model import POSITION_EMBEDDINGS
 from .train import MODEL_FIELDS, PRESETS, TrainConfig
 
 HELP = {
@@ -20,6 +21,10 @@ HELP = {
     "block_size": "T, the context length in characters (also the size of the position table)",
     "dropout": "dropout probability on embeddings, attention weights and residual branches (0 disables)",
     "bias": "use biases in Linear and LayerNorm layers (--no-bias drops them)",
+    "position_embedding": "W_p: 'learned' (a trained table, GPT-2) or 'sinusoidal' (fixed sines and cosines, "
+                          "the seed texts)",
+    "tie_word_embeddings": "use the token table W_e^T as the output head (GPT-2); --no-tie-word-embeddings "
+                           "learns a head W_s of its own (the seed texts)",
     "data": "a UTF-8 text file, 'shakespeare' (Tiny Shakespeare, downloaded once; see MINIGRAD_DATA) "
             "or 'pystdlib' (Python's own standard-library source: no network needed)",
     "batch_size": "B, sequences per training step",
@@ -56,6 +61,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         elif field.name == "device":
             p.add_argument(flag, choices=["numpy", "cl"], default=argparse.SUPPRESS, help=help_text)
+        elif field.name == "position_embedding":
+            p.add_argument(flag, choices=list(POSITION_EMBEDDINGS), default=argparse.SUPPRESS, help=help_text)
         else:
             kind = {"n_layer": int, "n_head": int, "n_embd": int, "block_size": int, "batch_size": int,
                     "max_iters": int, "warmup_iters": int, "lr_decay_iters": int, "eval_interval": int,
@@ -126,9 +133,10 @@ def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
         from .train import saved_train_config
         saved = saved_train_config(typed.get("out_dir", values["out_dir"]))
         for name in MODEL_FIELDS:
-            if name in typed and typed[name] != saved[name]:
+            was = saved.get(name, values[name])           # older checkpoints: learned positions, tied head
+            if name in typed and typed[name] != was:
                 raise ValueError(f"--{name.replace('_', '-')} {typed[name]} differs from the checkpoint's "
-                                 f"{saved[name]}; a resumed run keeps the model's shape and dropout")
+                                 f"{was}; a resumed run keeps the model's shape and dropout")
         values.update(saved)
     if hasattr(args, "preset") and not getattr(args, "resume", False):
         values.update(PRESETS[args.preset])

@@ -2,7 +2,9 @@
 
 HF's GPT-2 keeps its projections in a Conv1D whose weight is laid out (in, out); minigrad's
 Linear, like PyTorch's, stores (out, in).  Those four weights are transposed on the way in
-and on the way out; every other tensor maps by name alone.
+and on the way out; every other tensor maps by name alone.  GPT-2 learns its positions, so
+a model with the seeds' sinusoidal W_p has no GPT-2 form; an untied head is GPT-2's
+`tie_word_embeddings: false` with its own lm_head.weight.
 """
 import json
 import os
@@ -39,8 +41,12 @@ def _read_config(path: str, overrides: dict) -> GPTConfig:
                          f"(supported: {sorted(HF_ACTIVATIONS)})")
     fields = dict(vocab_size=hf["vocab_size"], block_size=hf["n_positions"], n_layer=hf["n_layer"],
                   n_head=hf["n_head"], n_embd=n_embd, dropout=0.0, bias=True,
-                  activation=HF_ACTIVATIONS[activation], layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5))
+                  activation=HF_ACTIVATIONS[activation], layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+                  position_embedding="learned", tie_word_embeddings=bool(hf.get("tie_word_embeddings", True)))
     fields.update(overrides)
+    if fields["position_embedding"] != "learned":
+        raise ValueError(f"{config_file}: GPT-2 checkpoints hold learned positions (wpe); "
+                         f"do not override position_embedding when loading one")
     return GPTConfig(**fields)
 
 
@@ -60,7 +66,7 @@ def load_hf_gpt2(cls, path: str, **overrides):
         name = hf_name[len("transformer."):] if hf_name.startswith("transformer.") else hf_name
         if BUFFERS.match(name):
             continue
-        if name == "lm_head.weight":                 # the tied head: the same numbers as wte
+        if name == "lm_head.weight" and config.tie_word_embeddings:   # the tied head: the same numbers as wte
             if value.shape != expected["wte.weight"]:
                 raise ValueError(f"{weights_file}: lm_head.weight has shape {value.shape}, "
                                  f"wte.weight needs {expected['wte.weight']}")
@@ -89,18 +95,23 @@ def save_hf_gpt2(model, path: str) -> None:
     config = model.config
     if not config.bias:
         raise ValueError("HF GPT-2 always has biases; this model was built with bias=False")
+    if config.position_embedding != "learned":
+        raise ValueError(f"GPT-2 has no {config.position_embedding} positions, only a learned table (wpe): "
+                         f"this model cannot be saved as a GPT-2 checkpoint; use gpt.checkpoint instead")
     os.makedirs(path, exist_ok=True)
     tensors = {}
     for name, value in model.state_dict().items():
         if name.endswith(CONV1D):
             value = value.T                          # Linear (out, in) -> Conv1D (in, out)
-        tensors["transformer." + name] = np.ascontiguousarray(value)
+        prefix = "" if name == "lm_head.weight" else "transformer."    # HF keeps the head outside the trunk
+        tensors[prefix + name] = np.ascontiguousarray(value)
     hf_config = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
                  "vocab_size": config.vocab_size, "n_positions": config.block_size, "n_ctx": config.block_size,
                  "n_embd": config.n_embd, "n_layer": config.n_layer, "n_head": config.n_head, "n_inner": None,
                  "activation_function": "gelu_new" if config.activation == "gelu_tanh" else "gelu",
                  "layer_norm_epsilon": config.layer_norm_eps, "resid_pdrop": config.dropout,
-                 "embd_pdrop": config.dropout, "attn_pdrop": config.dropout, "tie_word_embeddings": True}
+                 "embd_pdrop": config.dropout, "attn_pdrop": config.dropout,
+                 "tie_word_embeddings": config.tie_word_embeddings}
     save_file(tensors, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(hf_config, f, indent=2)

@@ -10,8 +10,12 @@ H heads (each of width D/H), V vocabulary size, L blocks.  One block maps X to
     Z5 = FFN(Z4)                D -> 4D -> D with GELU, applied to each position alone
     out = Z3 + Z5               residual
 
-Parameter names are GPT-2's (wte, wpe, h.{i}.attn.c_attn, ...), so state_dict() lines up
-with Hugging Face checkpoints (see gpt/hf.py for the loader).
+Two choices are options of GPTConfig.  Positions: GPT-2 learns a table (wpe); the seed texts
+add the fixed sinusoidal W_p.  Head: GPT-2 reuses the token table (W_s = W_e^T, "tied"); the
+seed texts learn W_s (D x V) of its own.  The `seed` preset of the CLI picks the seeds' pair.
+
+Parameter names are GPT-2's (wte, wpe, h.{i}.attn.c_attn, ..., lm_head when untied), so
+state_dict() lines up with Hugging Face checkpoints (see gpt/hf.py for the loader).
 """
 import math
 from dataclasses import asdict, dataclass
@@ -24,13 +28,14 @@ from minigrad.nn import Dropout, Embedding, LayerNorm, Linear, Module
 from minigrad.optim import AdamW
 
 ACTIVATIONS = ("gelu", "gelu_tanh")
+POSITION_EMBEDDINGS = ("learned", "sinusoidal")
 KVCache = List[Tuple[Tensor, Tensor]]   # one (K, V) pair per block, each (B, H, block_size, D/H)
 
 
 @dataclass
 class GPTConfig:
     vocab_size: int            # V
-    block_size: int            # the longest context, so wpe has this many rows
+    block_size: int            # the longest context, so the position table W_p has this many rows
     n_layer: int               # L
     n_head: int                # H
     n_embd: int                # D
@@ -38,6 +43,8 @@ class GPTConfig:
     bias: bool = True          # biases in the Linear and LayerNorm layers
     activation: str = "gelu"   # "gelu": exact, through erf; "gelu_tanh": GPT-2's tanh approximation
     layer_norm_eps: float = 1e-5
+    position_embedding: str = "learned"   # "learned": a trained table (GPT-2); "sinusoidal": the seeds' fixed W_p
+    tie_word_embeddings: bool = True      # True: the head is W_e^T (GPT-2); False: a learned W_s of its own
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -50,6 +57,9 @@ class GPTConfig:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.position_embedding not in POSITION_EMBEDDINGS:
+            raise ValueError(f"position_embedding must be one of {POSITION_EMBEDDINGS}, "
+                             f"got {self.position_embedding!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,6 +77,27 @@ class CacheSlot:
 
 
 _MASKS = {}
+
+
+def sinusoidal_positions(T: int, D: int) -> np.ndarray:
+    """The seeds' fixed W_p (T, D): W_p[t, 2i] = sin(t / 10000^(2i/D)), W_p[t, 2i+1] = cos(same angle).
+    Each pair of columns turns at its own frequency, from one radian per position down to
+    1/10000, so nearby positions get similar rows and no two positions get the same row."""
+    t = np.arange(T, dtype=np.float64)[:, None]                                 # (T, 1)
+    two_i = np.arange(0, D, 2, dtype=np.float64)[None, :]                       # (1, ceil(D/2))
+    angles = t / 10000.0 ** (two_i / D)                                         # (T, ceil(D/2))
+    W_p = np.empty((T, D), dtype=np.float32)
+    W_p[:, 0::2] = np.sin(angles)
+    W_p[:, 1::2] = np.cos(angles[:, :D // 2])                                   # odd D: one sine more
+    return W_p
+
+
+class SinusoidalPositions(Embedding):
+    """The seeds' W_p, looked up by position like the learned table, but a constant: its weight
+    needs no gradient, so it is no parameter (not in state_dict, not in the optimizer)."""
+
+    def __init__(self, T: int, D: int, device: Optional[str] = None):
+        self.weight = Tensor(sinusoidal_positions(T, D), device=device).realize()       # (T, D)
 
 
 def causal_mask(T: int, device: str) -> Tensor:
@@ -159,17 +190,20 @@ class Block(Module):
 
 
 class GPT(Module):
-    """Token ids -> embeddings + positions -> L blocks -> final LayerNorm -> logits over the
-    vocabulary through the token table itself (the head W_s is W_e^T: tied, no extra matrix)."""
+    """Token ids -> X = W_e rows + W_p rows -> L blocks -> final LayerNorm -> logits through
+    the head W_s (D x V): W_e^T itself when tied (no extra matrix), else a learned lm_head."""
 
     def __init__(self, config: GPTConfig, device: Optional[str] = None):
         self.config = config
         V, T, D = config.vocab_size, config.block_size, config.n_embd
-        self.wte = Embedding(V, D)          # token embeddings, also the output head (tied)
-        self.wpe = Embedding(T, D)          # learned position embeddings
+        self.wte = Embedding(V, D)          # W_e: token embeddings (V, D)
+        learned = config.position_embedding == "learned"
+        self.wpe = Embedding(T, D) if learned else SinusoidalPositions(T, D, device)   # W_p (T, D)
         self.drop = Dropout(config.dropout)
         self.h = [Block(config) for _ in range(config.n_layer)]
         self.ln_f = LayerNorm(D, eps=config.layer_norm_eps, bias=config.bias)
+        if not config.tie_word_embeddings:
+            self.lm_head = Linear(D, V, bias=False)     # W_s^T (V, D), stored (out, in) like every Linear
         self._init_weights(device)
 
     # ---- initialization ---------------------------------------------------------------
@@ -185,7 +219,7 @@ class GPT(Module):
             return t
 
         for name, module in self.named_modules():
-            if isinstance(module, (Linear, Embedding)):
+            if isinstance(module, (Linear, Embedding)) and not isinstance(module, SinusoidalPositions):
                 std = residual_std if name.endswith("c_proj") else 0.02
                 module.weight = param(Tensor.randn(*module.weight.shape, device=device) * std)
             if isinstance(module, (Linear, LayerNorm)) and module.bias is not None:
@@ -228,13 +262,18 @@ class GPT(Module):
             cache.append(kv)
         return self.ln_f(x), cache                                          # (B, T, D)
 
+    def head(self, x: Tensor) -> Tensor:
+        """Final hidden states (..., D) -> logits (..., V) = x W_s."""
+        W_s = self.wte.weight.T if self.config.tie_word_embeddings else self.lm_head.weight.T   # (D, V)
+        return x @ W_s
+
     def forward(self, idx: Tensor, targets: Optional[Tensor] = None):
         """idx (B, T) token ids -> logits (B, T, V), and the mean cross-entropy against
         targets (B, T) when they are given (else None)."""
         self.check_input(idx)
         B, T = idx.shape
         x, _ = self._hidden(idx)                                             # (B, T, D)
-        logits = x @ self.wte.weight.T                                       # (B, T, V): tied head, W_s = W_e^T
+        logits = self.head(x)                                                # (B, T, V)
         if targets is None:
             return logits, None
         if not isinstance(targets, Tensor):
@@ -273,10 +312,10 @@ class GPT(Module):
         return AdamW(groups, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
 
     def num_parameters(self, non_embedding: bool = True) -> int:
-        """Parameter count; by default without the position table (the token table is the
-        head too, so it counts), as nanoGPT reports it."""
+        """Parameter count; by default without a learned position table (the token table
+        counts: when tied it is the head too), as nanoGPT reports it."""
         n = super().num_parameters()
-        return n - self.wpe.weight.numel() if non_embedding else n
+        return n - self.wpe.weight.numel() if non_embedding and self.wpe.weight.requires_grad else n
 
     # ---- generation ---------------------------------------------------------------------------
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: Optional[int] = None,
@@ -284,7 +323,7 @@ class GPT(Module):
         """Extend idx (B, T0) by max_new_tokens sampled tokens; returns (B, T0 + new) ids.
 
         Keys and values of past positions are cached, so each new token runs the model on one
-        position.  Learned positions tie the cache to absolute positions, so once the context
+        position.  Absolute positions (learned or sinusoidal) tie the cache to them, so once the context
         holds block_size tokens the window slides by one and the cache is filled again from
         the cropped window (what a model without a cache would see as well).  The cache is
         static, block_size positions from the start: every decoding step has the same shapes."""
@@ -324,7 +363,7 @@ class GPT(Module):
         if past is not None and idx.shape[1] != 1:
             raise ValueError(f"a cached step takes one position, got {idx.shape[1]}")
         x, cache = self._hidden(idx, offset, past)                          # (B, T, D)
-        logits = x[:, -1, :] @ self.wte.weight.T                            # (B, V)
+        logits = self.head(x[:, -1, :])                                     # (B, V)
         if past is None:                                                    # room for block_size positions
             grow = ((0, 0), (0, 0), (0, self.config.block_size - idx.shape[1]), (0, 0))
             cache = [(k.pad(grow), v.pad(grow)) for k, v in cache]          # (B, H, block_size, D/H)

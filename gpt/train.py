@@ -35,7 +35,8 @@ from .plot import plot_runs
 from .rundir import check_out_dir, remove_run
 from .runlog import read_log_rows, write_log_rows
 
-MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias")
+MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias", "position_embedding",
+                "tie_word_embeddings")
 
 
 @dataclass
@@ -48,6 +49,8 @@ class TrainConfig:
     block_size: int = 64
     dropout: float = 0.0
     bias: bool = True
+    position_embedding: str = "learned"         # or "sinusoidal": the seeds' fixed W_p
+    tie_word_embeddings: bool = True            # False: a learned head W_s of its own, as in the seeds
     # data
     data: str = "shakespeare"
     batch_size: int = 12
@@ -87,6 +90,12 @@ PRESETS = {
     "quickstart": dict(n_layer=2, n_head=4, n_embd=64, block_size=64, batch_size=16, dropout=0.0,
                        max_iters=1000, lr=2e-3, min_lr=2e-4, lr_decay_iters=1000, warmup_iters=50,
                        eval_interval=200, eval_iters=10, data="pystdlib"),
+    # exactly the model of the seed texts: sinusoidal W_p, its own head W_s, biases, GELU FFN of
+    # width 4D; trained with the laptop recipe's sizes and schedule
+    "seed": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, dropout=0.0, bias=True,
+                 position_embedding="sinusoidal", tie_word_embeddings=False, max_iters=2000, lr=1e-3,
+                 min_lr=1e-4, lr_decay_iters=2000, warmup_iters=100, beta2=0.99, eval_interval=250,
+                 eval_iters=20, data="shakespeare"),
 }
 
 
@@ -196,7 +205,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, overwri
         ids = tokenizer.encode(text)
         Tensor.manual_seed(cfg.seed)
         model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer,
-                              n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias),
+                              n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias,
+                              position_embedding=cfg.position_embedding,
+                              tie_word_embeddings=cfg.tie_word_embeddings),
                     device=cfg.device)
     data = CharDataset(ids, cfg.block_size, cfg.batch_size, seed=cfg.seed)
     optimizer = model.configure_optimizer(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2))

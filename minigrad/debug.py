@@ -6,6 +6,10 @@ DEBUG=3  as 2, plus each generated kernel's source (OpenCL)
 NAN=1    anomaly mode from the start (or use `with minigrad.detect_anomaly():`)
 POISON=1 a jit replay fills each intermediate buffer with NaN after its planned last use, so a
          wrong memory plan shows up as a NaN loss instead of a subtly wrong one
+
+Tracing (`with minigrad.viz.trace(model):`) labels each differentiable op with the module
+whose forward made it ("h.0.attn") and keeps each op's output gradient from backward, so
+that minigrad.viz can draw the graph module by module.  Off, it costs one check per op.
 """
 import contextlib
 import os
@@ -80,3 +84,39 @@ def user_frame() -> str:
         if not os.path.abspath(frame.filename).startswith(_PACKAGE_DIR):
             return f"{frame.filename}:{frame.lineno} in {frame.name}"
     return "<unknown>"
+
+
+# ---- tracing for minigrad.viz ------------------------------------------------------------
+_trace = [None]       # while tracing: {id(module): its dotted name}; None when off
+_scopes = []          # dotted names of the modules whose __call__ is running, innermost last
+
+
+def tracing() -> bool:
+    return _trace[0] is not None
+
+
+@contextlib.contextmanager
+def trace_modules(names: dict):
+    """Turn tracing on; `names` maps id(module) -> dotted name (a module not in it goes by its
+    class name)."""
+    previous = _trace[0]
+    _trace[0] = names
+    try:
+        yield
+    finally:
+        _trace[0] = previous
+
+
+@contextlib.contextmanager
+def module_scope(module):
+    """Mark the ops made inside `module`'s forward as made by it (Module.__call__ uses this)."""
+    _scopes.append(_trace[0].get(id(module), type(module).__name__))
+    try:
+        yield
+    finally:
+        _scopes.pop()
+
+
+def current_scope() -> str:
+    """The innermost running module's dotted name, "" outside every module."""
+    return _scopes[-1] if _scopes else ""

@@ -6,6 +6,7 @@ Everything else a Tensor can do is composed from these in tensor.py, so it gets 
 gradient for free.
 """
 import math
+from . import debug
 from .lazy import LazyBuffer
 from .ops import BinaryOps, MovementOps, ReduceOps, TernaryOps, UnaryOps
 
@@ -15,6 +16,8 @@ def const_like(lb: LazyBuffer, value) -> LazyBuffer:
 
 
 class Function:
+    scope = None     # under minigrad.viz tracing: the dotted name of the module that made this op
+
     def __init__(self, *tensors):
         self.needs_input_grad = [t.requires_grad for t in tensors]
         self.requires_grad = any(self.needs_input_grad)
@@ -36,6 +39,8 @@ class Function:
         out = Tensor(result, requires_grad=ctx.requires_grad)
         if ctx.requires_grad:
             out._ctx = ctx
+            if debug.tracing():                         # minigrad.viz: which module made this op
+                ctx.scope = debug.current_scope()
         return out
 
 

@@ -5,6 +5,7 @@ from typing import Dict, Iterator, List, Tuple
 
 import numpy as np
 
+from . import debug
 from .tensor import Tensor
 
 
@@ -14,7 +15,10 @@ class Module:
     training = True
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        if not debug.tracing():
+            return self.forward(*args, **kwargs)
+        with debug.module_scope(self):          # minigrad.viz: ops made here belong to this module
+            return self.forward(*args, **kwargs)
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError

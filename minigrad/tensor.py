@@ -296,13 +296,15 @@ class Tensor:
             grad = grads.pop(id(node), None)
             if grad is None:
                 continue
+            if node._ctx is not None and node._ctx.scope is not None:   # traced by minigrad.viz: keep it
+                node._ctx.out_grad = grad
             if node._ctx is None:                      # a leaf: accumulate into .grad
                 g = Tensor(grad)
                 node.grad = g if node.grad is None else Tensor(node.grad.lazydata.elementwise(F.BinaryOps.ADD, grad))
                 continue
             ctx = node._ctx
             parent_grads = ctx.backward(grad)
-            if not retain_graph:
+            if not retain_graph and ctx.scope is None:     # a graph traced by minigrad.viz stays drawable
                 node._ctx = _FREED_GRAPH
             if not isinstance(parent_grads, tuple):
                 parent_grads = (parent_grads,)
@@ -312,7 +314,9 @@ class Tensor:
                 assert g.shape == parent.shape, f"{type(ctx).__name__} grad {g.shape} != {parent.shape}"
                 grads[id(parent)] = g if id(parent) not in grads else grads[id(parent)].elementwise(F.BinaryOps.ADD, g)
 
-    def _toposort(self):
+    def _toposort(self, every_input: bool = False):
+        """Tensors this one was made from, each after its inputs: those requiring a gradient
+        (what backward needs), or with every_input all of them (what minigrad.viz draws)."""
         order, seen, stack = [], set(), [(self, False)]
         while stack:
             node, expanded = stack.pop()
@@ -325,7 +329,7 @@ class Tensor:
             stack.append((node, True))
             if node._ctx is not None:
                 for parent in node._ctx.parents:
-                    if id(parent) not in seen and parent.requires_grad:
+                    if id(parent) not in seen and (every_input or parent.requires_grad):
                         stack.append((parent, False))
         return order
 
@@ -1328,6 +1332,7 @@ class _FreedGraph:
     """What a non-leaf tensor's _ctx becomes after backward() has used it: no parents, and a
     clear error (not a silent no-op) for a second backward through it."""
     parents = ()
+    scope = None
 
     def backward(self, grad):
         raise RuntimeError("backward() through the same graph a second time: its saved values were freed by "

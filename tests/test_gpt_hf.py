@@ -42,15 +42,18 @@ def test_from_pretrained_matches_transformers_logits(hf_dir):
     np.testing.assert_allclose(logits.numpy(), hf_logits(hf_model, idx), atol=1e-4)
 
 
-def test_save_pretrained_is_read_by_transformers(tmp_path):
+@pytest.mark.parametrize("tied", [True, False])   # untied: GPT-2's tie_word_embeddings=false, its own lm_head
+def test_save_pretrained_is_read_by_transformers(tmp_path, tied):
     Tensor.manual_seed(1)
-    model = GPT(GPTConfig(vocab_size=40, block_size=12, n_layer=2, n_head=4, n_embd=32, activation="gelu_tanh"))
+    model = GPT(GPTConfig(vocab_size=40, block_size=12, n_layer=2, n_head=4, n_embd=32, activation="gelu_tanh",
+                          tie_word_embeddings=tied))
     model.save_pretrained(str(tmp_path))
     hf_model = transformers.GPT2LMHeadModel.from_pretrained(str(tmp_path)).eval()
     idx = np.random.default_rng(1).integers(0, 40, size=(2, 12))
     logits, _ = model(Tensor(idx))
     np.testing.assert_allclose(logits.numpy(), hf_logits(hf_model, idx), atol=1e-4)
     again = GPT.from_pretrained(str(tmp_path))
+    assert again.config.tie_word_embeddings == tied and ("lm_head.weight" in again.state_dict()) != tied
     for name, value in model.state_dict().items():
         np.testing.assert_array_equal(again.state_dict()[name], value, err_msg=name)
 
@@ -97,3 +100,17 @@ def test_attention_mask_buffers_and_untransformed_names_load(hf_dir, tmp_path):
     idx = np.arange(10)[None, :]
     logits, _ = GPT.from_pretrained(str(tmp_path))(Tensor(idx))
     np.testing.assert_allclose(logits.numpy(), hf_logits(hf_model, idx), atol=1e-4)
+
+
+def test_save_pretrained_refuses_sinusoidal_positions_and_writes_nothing(tmp_path):
+    model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=8, position_embedding="sinusoidal"))
+    with pytest.raises(ValueError, match="GPT-2 has no sinusoidal positions"):
+        model.save_pretrained(str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_from_pretrained_gives_learned_tied_gpt2(hf_dir):
+    config = GPT.from_pretrained(hf_dir[0]).config
+    assert config.position_embedding == "learned" and config.tie_word_embeddings
+    with pytest.raises(ValueError, match="learned positions"):
+        GPT.from_pretrained(hf_dir[0], position_embedding="sinusoidal")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from gpt.model import GPT, GPTConfig
+from gpt_options import OPTION_IDS, OPTIONS
 from minigrad import Tensor
 
 torch = pytest.importorskip("torch")
@@ -23,11 +24,23 @@ def ids(shape, seed=0, high=V):
     return np.random.default_rng(seed).integers(0, high, size=shape)
 
 
+def torch_sinusoid(T_, D_):
+    """W_p[t, 2i] = sin(t / 10000^(2i/D)), W_p[t, 2i+1] = cos(t / 10000^(2i/D)), written per element."""
+    W = torch.zeros(T_, D_, dtype=torch.float64)
+    for t in range(T_):
+        for j in range(D_):
+            angle = t / 10000 ** ((j - j % 2) / D_)
+            W[t, j] = math.sin(angle) if j % 2 == 0 else math.cos(angle)
+    return W
+
+
 def torch_gpt(state, idx, targets, activation="none", eps=1e-5):
-    """The same decoder written directly in PyTorch from the state dict: the oracle."""
+    """The same decoder written directly in PyTorch from the state dict: the oracle.  Without
+    wpe.weight the positions are the sinusoid; with lm_head.weight the head is its own W_s."""
     P = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in state.items()}
     B, T_ = idx.shape
-    x = P["wte.weight"][torch.tensor(idx)] + P["wpe.weight"][:T_]
+    W_p = P["wpe.weight"][:T_] if "wpe.weight" in P else torch_sinusoid(T_, D)
+    x = P["wte.weight"][torch.tensor(idx)] + W_p
     mask = torch.triu(torch.ones(T_, T_, dtype=torch.bool), 1)
     for i in range(L):
         p = lambda n: P[f"h.{i}.{n}"]  # noqa: E731
@@ -40,15 +53,16 @@ def torch_gpt(state, idx, targets, activation="none", eps=1e-5):
         h = F.gelu(F.linear(z, p("mlp.c_fc.weight"), p("mlp.c_fc.bias")), approximate=activation)
         x = x + F.linear(h, p("mlp.c_proj.weight"), p("mlp.c_proj.bias"))
     x = F.layer_norm(x, (D,), P["ln_f.weight"], P["ln_f.bias"], eps)
-    logits = x @ P["wte.weight"].T
+    logits = x @ P.get("lm_head.weight", P["wte.weight"]).T
     loss = F.cross_entropy(logits.reshape(B * T_, -1), torch.tensor(targets).reshape(-1))
     loss.backward()
     return logits.detach().numpy(), loss.item(), {k: t.grad.numpy() for k, t in P.items()}
 
 
 @pytest.mark.parametrize("activation", ["gelu", "gelu_tanh"])
-def test_forward_and_gradients_match_pytorch(activation):
-    model = tiny(activation=activation)
+@pytest.mark.parametrize("options", OPTIONS, ids=OPTION_IDS)
+def test_forward_and_gradients_match_pytorch(activation, options):
+    model = tiny(activation=activation, **options)
     x, y = ids((3, T), 1), ids((3, T), 2)
     logits, loss = model(Tensor(x), Tensor(y))
     loss.backward()
@@ -75,8 +89,9 @@ def test_no_bias_config_has_no_bias_parameters():
     assert not [n for n in tiny(bias=False).state_dict() if n.endswith(".bias")]
 
 
-def test_changing_later_tokens_leaves_earlier_logits_unchanged():
-    model = tiny()
+@pytest.mark.parametrize("options", OPTIONS, ids=OPTION_IDS)
+def test_changing_later_tokens_leaves_earlier_logits_unchanged(options):
+    model = tiny(**options)
     x = ids((2, T), 3)
     t = 4
     changed = x.copy()
@@ -183,3 +198,56 @@ def test_overfits_one_batch():
         opt.step()
         opt.zero_grad()
     assert loss.item() < 0.05, f"loss after 60 steps on one batch: {loss.item()}"
+
+
+# ---- the seed texts' options: sinusoidal W_p, a separate head W_s --------------------------------
+@pytest.mark.parametrize("width", [16, 7])                        # even and odd D
+def test_sinusoidal_W_p_is_the_formula(width):
+    model = GPT(GPTConfig(vocab_size=V, block_size=T, n_layer=1, n_head=1, n_embd=width,
+                          position_embedding="sinusoidal"))
+    expected = torch_sinusoid(T, width).numpy()
+    np.testing.assert_allclose(model.wpe.weight.numpy(), expected, atol=1e-6)
+    x = ids((1, T), 9)
+    h_sin, _ = model._hidden(Tensor(x))
+    model.wpe.weight = Tensor(np.zeros((T, width), dtype=np.float32))   # the same model without positions
+    h_none, _ = model._hidden(Tensor(x))
+    assert np.abs(h_sin.numpy() - h_none.numpy()).max() > 1e-3, "W_p is not added to the embeddings"
+
+
+def test_sinusoidal_W_p_is_a_constant_not_a_parameter():
+    model = tiny(position_embedding="sinusoidal")
+    W_p = model.wpe.weight
+    assert "wpe.weight" not in model.state_dict() and not any(p is W_p for p in model.parameters())
+    before = W_p.numpy()
+    opt = model.configure_optimizer(weight_decay=0.1, lr=0.1)
+    assert not any(p is W_p for p in opt.params)
+    _, loss = model(Tensor(ids((2, T), 1)), Tensor(ids((2, T), 2)))
+    loss.backward()
+    opt.step()
+    assert W_p.grad is None and np.array_equal(W_p.numpy(), before)
+    assert model.num_parameters() == model.num_parameters(non_embedding=False)   # no table to leave out
+
+
+def test_untied_head_is_its_own_parameter_with_its_own_gradient():
+    """Tied, every row of W_e gets gradient through the head; untied, W_e's rows of tokens not in
+    the input get none, and W_s (lm_head) gets the head's gradient."""
+    x = np.array([[0, 1, 2, 3, 0, 1, 2, 3]])                          # tokens 4..V-1 never in the input
+    y = ids((1, T), 3)
+    grads = {}
+    for tied in (True, False):
+        model = tiny(tie_word_embeddings=tied)
+        _, loss = model(Tensor(x), Tensor(y))
+        loss.backward()
+        grads[tied] = {name: p.grad.numpy() for name, p in model.named_parameters()}
+    assert "lm_head.weight" not in grads[True] and grads[False]["lm_head.weight"].shape == (V, D)
+    assert np.abs(grads[True]["wte.weight"][4:]).min(axis=1).max() > 0
+    assert np.abs(grads[False]["wte.weight"][4:]).max() == 0.0
+    assert np.abs(grads[False]["lm_head.weight"]).min(axis=1).max() > 0
+    model = tiny(tie_word_embeddings=False)
+    assert model.lm_head.weight is not model.wte.weight
+    assert not np.array_equal(model.state_dict()["lm_head.weight"], model.state_dict()["wte.weight"])
+
+
+def test_unknown_position_embedding_is_named():
+    with pytest.raises(ValueError, match="position_embedding must be one of"):
+        tiny(position_embedding="rotary")

@@ -190,5 +190,5 @@ def test_device_index_suffix_takes_the_nth_match():
     assert pick_device(pairs, wish="gpu:1") is gpus[1]
     assert pick_device(pairs, wish=":2") is gpus[2]              # the default kind: GPUs first
     assert pick_device(pairs, wish="gpu:4") is gpus[1]           # 4 processes on 3 GPUs: round
-    assert pick_device(pairs, wish="pocl:1") is cpu
+    assert pick_device(pairs, wish="portable:1") is cpu          # one match: every index takes it
     assert pick_device(pairs, wish="gpu") is gpus[0]

@@ -22,6 +22,8 @@ HELP = {
     "data": "a UTF-8 text file, 'shakespeare' (Tiny Shakespeare, downloaded once; see MINIGRAD_DATA) "
             "or 'pystdlib' (Python's own standard-library source: no network needed)",
     "batch_size": "B, sequences per training step",
+    "grad_accum": "K, micro-batches of --batch-size whose gradients add up into one step (a larger batch in "
+                  "the same memory); under mpiexec -n N the step sees B x K x N sequences",
     "max_iters": "training steps in total (a resumed run continues up to this number)",
     "lr": "peak learning rate, reached after warmup",
     "min_lr": "learning rate at the end of the cosine decay",
@@ -57,7 +59,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, choices=["numpy", "cl"], default=argparse.SUPPRESS, help=help_text)
         else:
             kind = {"n_layer": int, "n_head": int, "n_embd": int, "block_size": int, "batch_size": int,
-                    "max_iters": int, "warmup_iters": int, "lr_decay_iters": int, "eval_interval": int,
+                    "grad_accum": int, "max_iters": int, "warmup_iters": int, "lr_decay_iters": int, "eval_interval": int,
                     "eval_iters": int, "seed": int, "data": str, "out_dir": str}.get(field.name, float)
             p.add_argument(flag, type=kind, default=argparse.SUPPRESS, metavar=field.name.upper(), help=help_text)
     p.add_argument("--resume", action="store_true",
@@ -116,7 +118,8 @@ def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
         values.update(PRESETS[args.preset])
     values.update(typed)
     cfg = TrainConfig(**values)
-    for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "eval_interval", "eval_iters"):
+    for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "grad_accum", "eval_interval",
+                 "eval_iters"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
     if cfg.max_iters < 0:
@@ -125,11 +128,15 @@ def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args) -> int:
+    from .distributed import launched_rank, launched_size
     from .train import train
     cfg = resolve_train_config(args)
     summary = train(cfg, resume=args.resume, progress=not args.no_progress)
+    if launched_rank() != 0:
+        return 130 if summary["status"] == "interrupted" else 0
+    launcher = f"mpiexec -n {launched_size()} " if launched_size() > 1 else ""
     if summary["status"] == "interrupted":
-        print(f"stopped at iteration {summary['iter']}; continue with: python -m gpt train --out-dir "
+        print(f"stopped at iteration {summary['iter']}; continue with: {launcher}python -m gpt train --out-dir "
               f"{cfg.out_dir} --resume", file=sys.stderr)
         return 130
     print(f"done: {summary['iter']} iterations, best val loss {summary['best_val_loss']:.4f}; "
@@ -174,18 +181,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     (set GPT_TRACEBACK=1 to see one)."""
     from .checkpoint import CheckpointError
     from .data import DataError
+    from .distributed import DistributedError, FollowerExit, launched_rank
     from .train import TrainingStopped
     args = build_parser().parse_args(argv)
     handler = {"train": cmd_train, "sample": cmd_sample, "plot": cmd_plot}[args.command]
+    speaks = launched_rank() == 0                 # under mpiexec, rank 0 reports for the job
     try:
         return handler(args)
+    except FollowerExit:                          # rank 0 failed and has said why
+        return 2
     except TrainingStopped as e:
-        print(f"gpt {args.command}: {e}", file=sys.stderr)
+        if speaks:
+            print(f"gpt {args.command}: {e}", file=sys.stderr)
         return 1
-    except (DataError, CheckpointError, FileNotFoundError, ValueError) as e:
+    except (DataError, CheckpointError, FileNotFoundError, ValueError, DistributedError) as e:
         if os.environ.get("GPT_TRACEBACK"):
             raise
-        print(f"gpt {args.command}: error: {e}", file=sys.stderr)
+        if speaks:
+            print(f"gpt {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"gpt {args.command}: interrupted", file=sys.stderr)

@@ -182,3 +182,17 @@ def test_gradient_buckets_hold_every_gradient_once_in_a_few_large_buffers():
     buckets.extras[:] = (3.0, 1.0)
     assert buckets.buffers[-1][-2:].tolist() == [3.0, 1.0]
     assert [g.base is b for g, b in zip(buckets.gradients(), buckets.buffers)] == [True] * 3
+
+
+def test_ranks_on_one_machine_each_take_their_own_opencl_device(monkeypatch):
+    from gpt.distributed import World
+    for wish, expected in ((None, ":1"), ("gpu", "gpu:1"), ("nvidia", "nvidia:1"), ("gpu:3", "gpu:3")):
+        if wish is None:
+            monkeypatch.delenv("MINIGRAD_CL_DEVICE", raising=False)
+        else:
+            monkeypatch.setenv("MINIGRAD_CL_DEVICE", wish)
+        World(rank=3, size=4, local_rank=1, local_size=2).choose_opencl_device()
+        assert os.environ["MINIGRAD_CL_DEVICE"] == expected            # a chosen index is the user's
+    monkeypatch.setenv("MINIGRAD_CL_DEVICE", "gpu")
+    World(rank=1, size=2, local_rank=0, local_size=1).choose_opencl_device()   # alone on its machine
+    assert os.environ["MINIGRAD_CL_DEVICE"] == "gpu"

@@ -24,6 +24,7 @@ import numpy as np
 # Slurm's PMI), Open MPI, MVAPICH
 SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 INSTALL_HINT = "pip install 'minigrad[mpi]' (mpi4py and the mpich wheel)"
 
 # gradients travel in flat buffers of at most this many bytes: a few large messages, each
@@ -107,6 +108,18 @@ class World:
         for buffer in buffers:
             self.comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
         self.allreduce_seconds += time.perf_counter() - start
+
+    def share_cores(self) -> None:
+        """Ranks sharing a machine split its cores between their BLAS thread pools (each
+        would otherwise start one thread per core, and they would fight), unless the user
+        chose a thread count or the launcher already bound each rank to its own cores."""
+        if self.local_size == 1 or any(v in os.environ for v in THREAD_VARIABLES):
+            return
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if cores == (os.cpu_count() or cores):            # not bound: the whole machine is ours to share
+            cores //= self.local_size
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(max(1, cores))
 
     def choose_opencl_device(self) -> None:
         """Ranks sharing a machine each take their own GPU: MINIGRAD_CL_DEVICE gets the

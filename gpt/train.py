@@ -258,6 +258,7 @@ def _read_inputs(cfg: TrainConfig, resume: bool, keep: list):
 
 def _train(cfg: TrainConfig, resume: bool, progress: bool, world, watchdog) -> dict:
     log_path = os.path.join(cfg.out_dir, "log.jsonl")
+    world.share_cores()
     if cfg.device == "cl":
         world.choose_opencl_device()
     kept = []

@@ -96,23 +96,31 @@ def rank_pid(rank, marker):
     return None
 
 
-def test_killed_rank_stops_the_job_and_resume_continues(tmp_path):
-    out = str(tmp_path / "killed")
+def signal_rank_1(out, signum, eval_interval, settle=0.0):
+    """Start a long 2-rank job, wait for its first checkpoint (and `settle` seconds more),
+    send rank 1 `signum`; the job's (returncode, stderr)."""
     cmd = [mpiexec(), "-n", "2", sys.executable, "-m", "gpt", "train", *TINY, "--max-iters", "100000",
-           "--eval-interval", "5", "--out-dir", out]
+           "--eval-interval", str(eval_interval), "--out-dir", out]
     job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
     try:
         deadline = time.time() + 90
         while time.time() < deadline and not os.path.exists(os.path.join(out, "last", "state.json")):
             time.sleep(0.2)
+        time.sleep(settle)
         pid = rank_pid(1, out)
         assert pid is not None, "rank 1 not found"
-        os.kill(pid, signal.SIGKILL)
-        stdout, stderr = job.communicate(timeout=60)
+        os.kill(pid, signum)
+        _, stderr = job.communicate(timeout=60)
     finally:
         if job.poll() is None:
             job.kill()
-    assert job.returncode != 0
+    return job.returncode, stderr
+
+
+def test_killed_rank_stops_the_job_and_resume_continues(tmp_path):
+    out = str(tmp_path / "killed")
+    returncode, stderr = signal_rank_1(out, signal.SIGKILL, eval_interval=5)
+    assert returncode != 0
     said = [line for line in stderr.splitlines() if line.startswith("gpt train: a rank died or was killed")]
     assert len(said) == 1, stderr                                 # rank 0's watchdog, once
     state = json.load(open(os.path.join(out, "last", "state.json")))
@@ -129,23 +137,11 @@ def test_sigterm_to_one_rank_saves_and_stops_every_rank(tmp_path):
     """`kill <pid>` of one rank (or a scheduler's SIGTERM): the ranks vote through the
     gradient allreduce, all stop at the same step, and rank 0 saves it."""
     out = str(tmp_path / "term")
-    cmd = [mpiexec(), "-n", "2", sys.executable, "-m", "gpt", "train", *TINY, "--max-iters", "100000",
-           "--eval-interval", "1000", "--out-dir", out]
-    job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
-    try:
-        deadline = time.time() + 90
-        while time.time() < deadline and not os.path.exists(os.path.join(out, "last", "state.json")):
-            time.sleep(0.2)
-        time.sleep(1.0)                                           # a few steps past iteration 0
-        os.kill(rank_pid(1, out), signal.SIGTERM)
-        stdout, stderr = job.communicate(timeout=60)
-    finally:
-        if job.poll() is None:
-            job.kill()
+    returncode, stderr = signal_rank_1(out, signal.SIGTERM, eval_interval=1000, settle=1.0)
     state = json.load(open(os.path.join(out, "last", "state.json")))
     assert state["iter"] > 0 and not state["evaluated"]
     assert f"stopped at iteration {state['iter']}; continue with: mpiexec -n 2 python -m gpt train" in stderr
-    assert job.returncode == 130, stderr
+    assert returncode == 130, stderr
 
 
 MISSING_MPI4PY = ("import sys; sys.modules['mpi4py'] = None\n"      # what an uninstalled package does

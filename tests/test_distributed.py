@@ -192,3 +192,15 @@ def test_ranks_on_one_machine_each_take_their_own_opencl_device(monkeypatch):
     monkeypatch.setenv("MINIGRAD_CL_DEVICE", "gpu")
     World(rank=1, size=2, local_rank=0, local_size=1).choose_opencl_device()   # alone on its machine
     assert os.environ["MINIGRAD_CL_DEVICE"] == "gpu"
+
+
+def test_bad_input_under_mpiexec_is_one_line_from_rank_0_and_no_hang(tmp_path):
+    """Rank 0 reads the corpus for every rank; when it cannot, the others stop with it."""
+    out = tmp_path / "never"
+    r = gpt_train(["--data", str(tmp_path / "missing.txt"), "--out-dir", str(out)], ranks=2, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [f"gpt train: error: data file not found: {tmp_path / 'missing.txt'} "
+                                             f"(--data takes a text file path, 'shakespeare' or 'pystdlib')"]
+    assert not out.exists()
+    r = gpt_train(["--grad-accum", "0", "--out-dir", str(out)])
+    assert r.returncode == 2 and r.stderr.strip() == "gpt train: error: --grad-accum must be at least 1, got 0"

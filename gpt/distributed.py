@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, List, Sequence, Tuple
 
@@ -135,7 +136,9 @@ def detect_world() -> World:
     if size <= 1:
         return World()
     try:
-        from mpi4py import MPI
+        with warnings.catch_warnings():         # mpi4py's warning of a foreign mpiexec: we say it below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            from mpi4py import MPI
     except ImportError:
         raise DistributedError(f"mpiexec started {size} processes but mpi4py is not installed: "
                                f"{INSTALL_HINT}") from None
@@ -145,9 +148,10 @@ def detect_world() -> World:
                                f"or point MPI4PY_LIBMPI at your system's libmpi.so") from None
     comm = MPI.COMM_WORLD
     if comm.Get_size() != size:
-        raise DistributedError(f"the launcher started {size} processes but MPI sees {comm.Get_size()}: "
-                               f"mpi4py uses another MPI than this mpiexec ({MPI.Get_library_version().splitlines()[0]}); "
-                               f"run the mpiexec of that MPI (python -m mpi4py.run shows it)")
+        library = " ".join(MPI.Get_library_version().splitlines()[0].split())
+        raise DistributedError(f"the launcher started {size} processes but MPI sees {comm.Get_size()}: mpi4py "
+                               f"uses another MPI ({library}) than this mpiexec; run that MPI's mpiexec "
+                               f"(python -m mpi4py --mpi-library shows which library it loads)")
     local = comm.Split_type(MPI.COMM_TYPE_SHARED)
     return World(rank=comm.Get_rank(), size=size, local_rank=local.Get_rank(), local_size=local.Get_size(),
                  comm=comm)

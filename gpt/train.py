@@ -29,7 +29,8 @@ from minigrad.optim import clip_grad_norm_, cosine_lr
 
 from .checkpoint import data_rng_state, load_checkpoint, load_optimizer_state, resolve, save_checkpoint
 from .data import CharDataset, CharTokenizer, load_text
-from .distributed import DistributedError, GradientBuckets, Watchdog, detect_world, parameters_digest, rank_seed, shard_seed
+from .distributed import (DistributedError, GradientBuckets, Watchdog, detect_world, parameters_digest, rank_seed,
+                          shard_seed)
 from .model import GPT, GPTConfig
 from .plot import plot_runs
 
@@ -257,11 +258,10 @@ def _read_inputs(cfg: TrainConfig, resume: bool, keep: list):
     return tokenizer.encode(text), tokenizer, source, state
 
 
-def _train(cfg: TrainConfig, resume: bool, progress: bool, world, watchdog) -> dict:
-    log_path = os.path.join(cfg.out_dir, "log.jsonl")
-    world.share_cores()
-    if cfg.device == "cl":
-        world.choose_opencl_device()
+def _start(cfg: TrainConfig, resume: bool, world):
+    """What a run starts from, the same on every rank: rank 0 reads the corpus and any
+    checkpoint, and hands the token ids, weights and optimizer moments to the others.
+    Returns (ids, tokenizer, source, state, model, optimizer, shards)."""
     kept = []
     ids, tokenizer, source, state = world.from_root(lambda: _read_inputs(cfg, resume, kept))
     if kept:
@@ -272,30 +272,19 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, world, watchdog) -> d
             vocab_size=tokenizer.vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
             n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias)
         model = GPT(config, device=cfg.device)
+    optimizer = model.configure_optimizer(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2))
     # shard s = rank * grad_accum + k: this rank's k-th micro-batch of each step, with its own
     # batch generator, so one process accumulating K micro-batches draws what K ranks would
-    shards = [CharDataset(ids, cfg.block_size, cfg.batch_size, seed=shard_seed(cfg.seed, world.rank * cfg.grad_accum + k))
+    first = world.rank * cfg.grad_accum
+    shards = [CharDataset(ids, cfg.block_size, cfg.batch_size, seed=shard_seed(cfg.seed, first + k))
               for k in range(cfg.grad_accum)]
-    data = shards[0]                  # also feeds the evaluation (on rank 0)
-    optimizer = model.configure_optimizer(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2))
-
-    iter_num, evaluated, best_val, elapsed_before = 0, False, float("inf"), 0.0
     if resume:
         if world.is_root:
             load_optimizer_state(state["path"], optimizer, state)
-        for k, shard in enumerate(shards):
-            s = world.rank * cfg.grad_accum + k
-            shard.set_rng_state(data_rng_state(state, s) or  # a shard the saved run lacked: a new stream
+        for s, shard in enumerate(shards, start=first):     # a shard the saved run lacked: a new stream
+            shard.set_rng_state(data_rng_state(state, s) or
                                 np.random.default_rng([cfg.seed, s, state["iter"]]).bit_generator.state)
         Tensor._seed, Tensor._rng_counter = state["minigrad_rng"]["seed"], state["minigrad_rng"]["counter"]
-        iter_num, evaluated = state["iter"], state["evaluated"]
-        best_val, elapsed_before = state.get("best_val_loss", float("inf")), state.get("elapsed_s", 0.0)
-        if world.is_root:
-            _truncate_log(log_path, iter_num, evaluated)
-    elif world.is_root:
-        os.makedirs(cfg.out_dir, exist_ok=True)
-        if os.path.exists(log_path):
-            os.remove(log_path)
     if world.size > 1:                # every rank starts from rank 0's weights and moments
         weights, moments = world.bcast((model.state_dict(), optimizer.state_dict() if resume else None)
                                        if world.is_root else None)
@@ -304,6 +293,27 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, world, watchdog) -> d
             if moments is not None:
                 optimizer.load_state_dict(moments)
         Tensor._seed = rank_seed(Tensor._seed, world.rank)      # each rank its own dropout masks
+    return ids, tokenizer, source, state, model, optimizer, shards
+
+
+def _train(cfg: TrainConfig, resume: bool, progress: bool, world, watchdog) -> dict:
+    log_path = os.path.join(cfg.out_dir, "log.jsonl")
+    world.share_cores()
+    if cfg.device == "cl":
+        world.choose_opencl_device()
+    ids, tokenizer, source, state, model, optimizer, shards = _start(cfg, resume, world)
+    data = shards[0]                  # also feeds the evaluation (on rank 0)
+
+    iter_num, evaluated, best_val, elapsed_before = 0, False, float("inf"), 0.0
+    if resume:
+        iter_num, evaluated = state["iter"], state["evaluated"]
+        best_val, elapsed_before = state.get("best_val_loss", float("inf")), state.get("elapsed_s", 0.0)
+        if world.is_root:
+            _truncate_log(log_path, iter_num, evaluated)
+    elif world.is_root:
+        os.makedirs(cfg.out_dir, exist_ok=True)
+        if os.path.exists(log_path):
+            os.remove(log_path)
 
     def checkpoint(names, at_iter: int, done_eval: bool) -> None:
         """Every rank calls this (it gathers the ranks' batch generators); rank 0 writes."""
@@ -363,7 +373,8 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, world, watchdog) -> d
                     if world.is_root:
                         row = {"iter": iter_num, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr,
                                "elapsed_s": round(elapsed_before + time.perf_counter() - t_start, 3),
-                               "tokens_per_s": round(tokens_per_step * train_steps / train_time, 1) if train_steps else None}
+                               "tokens_per_s": round(tokens_per_step * train_steps / train_time, 1)
+                               if train_steps else None}
                         if world.size > 1:
                             row["allreduce_ms"] = round(1000 * (world.allreduce_seconds - allreduce_before)
                                                         / train_steps, 3) if train_steps else None

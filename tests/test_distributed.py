@@ -204,3 +204,14 @@ def test_bad_input_under_mpiexec_is_one_line_from_rank_0_and_no_hang(tmp_path):
     assert not out.exists()
     r = gpt_train(["--grad-accum", "0", "--out-dir", str(out)])
     assert r.returncode == 2 and r.stderr.strip() == "gpt train: error: --grad-accum must be at least 1, got 0"
+
+
+def test_a_foreign_mpiexec_is_named(tmp_path):
+    """Open MPI's mpiexec starting a mpi4py built for MPICH: each process would train alone."""
+    out = tmp_path / "never"
+    r = gpt_train(["--out-dir", str(out)], OMPI_COMM_WORLD_SIZE="2", OMPI_COMM_WORLD_RANK="0")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gpt train: error: the launcher started 2 processes but MPI "
+                                                   "sees 1: mpi4py uses another MPI"), r.stderr
+    assert not out.exists()

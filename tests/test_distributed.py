@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 
 import numpy as np
@@ -27,9 +28,10 @@ TINY = ["--preset", "tiny", "--data", "pystdlib", "--eval-iters", "2", "--no-pro
 
 
 def mpiexec():
-    """The mpiexec beside this Python (the mpich wheel puts it there), else the one on PATH."""
-    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    return beside if os.path.exists(beside) else "mpiexec"
+    """The mpiexec the mpich wheel installed for this Python (in its scripts folder, the MPI
+    mpi4py loads), else the one on PATH."""
+    wheel = os.path.join(sysconfig.get_path("scripts"), "mpiexec")
+    return wheel if os.path.exists(wheel) else "mpiexec"
 
 
 def env(**extra):

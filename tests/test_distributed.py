@@ -83,6 +83,23 @@ def test_two_ranks_equal_one_rank_accumulating_two(tmp_path):
         np.testing.assert_allclose(b[name], a[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+def test_ranks_and_accumulation_mixed_stay_within_float32_noise(tmp_path):
+    """2 ranks x 2 micro-batches against 1 x 4: the same batches, but MPI adds the ranks'
+    sums, (a + b) + (c + d) against ((a + b) + c) + d, so the last bits may differ."""
+    mixed, single = str(tmp_path / "mixed"), str(tmp_path / "single")
+    args = ["--max-iters", "4", "--eval-interval", "4"]
+    r = gpt_train([*args, "--grad-accum", "2", "--out-dir", mixed], ranks=2)
+    assert r.returncode == 0, r.stderr
+    assert "8 sequences x 2 accumulated x 2 rank(s) = 32 sequences" in r.stdout
+    r = gpt_train([*args, "--grad-accum", "4", "--out-dir", single])
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_allclose(losses(log_rows(mixed)), losses(log_rows(single)), rtol=1e-5)
+    a, b = load_file(os.path.join(single, "last", "model.safetensors")), \
+        load_file(os.path.join(mixed, "last", "model.safetensors"))
+    for name in a:
+        np.testing.assert_allclose(b[name], a[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
 def rank_pid(rank, marker):
     """The pid of rank `rank` of the job whose command line contains `marker`."""
     for pid in filter(str.isdigit, os.listdir("/proc")):

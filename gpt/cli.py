@@ -128,9 +128,11 @@ def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args) -> int:
-    from .distributed import launched_rank, launched_size
+    from .distributed import detect_world, launched_rank, launched_size
     from .train import train
-    cfg = resolve_train_config(args)
+    # under mpiexec rank 0 resolves the settings (reading the checkpoint on --resume) for all:
+    # only its machine needs the run folder
+    cfg = detect_world().from_root(lambda: resolve_train_config(args))
     summary = train(cfg, resume=args.resume, progress=not args.no_progress)
     if launched_rank() != 0:
         return 130 if summary["status"] == "interrupted" else 0

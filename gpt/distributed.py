@@ -10,6 +10,7 @@ Nothing here does networking of its own: the launcher (mpiexec: MPICH's hydra, O
 or a cluster's srun) starts the processes and MPI moves the bytes, through mpi4py.  Run
 without a launcher (or with -n 1) this module never imports mpi4py: `World()` is one rank.
 """
+import functools
 import hashlib
 import os
 import subprocess
@@ -130,8 +131,10 @@ class World:
             os.environ["MINIGRAD_CL_DEVICE"] = f"{wish}:{self.local_rank}"
 
 
+@functools.lru_cache(maxsize=None)
 def detect_world() -> World:
-    """The job this process belongs to, from the launcher's environment; MPI starts here."""
+    """The job this process belongs to, from the launcher's environment (a fact for the
+    whole process, so found once); MPI starts here."""
     size = launched_size()
     if size <= 1:
         return World()

@@ -21,6 +21,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from gpt.checkpoint import load_checkpoint
+from gpt.data import pystdlib_text
 from gpt.distributed import GradientBuckets, parameters_digest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -100,33 +101,50 @@ def test_ranks_and_accumulation_mixed_stay_within_float32_noise(tmp_path):
         np.testing.assert_allclose(b[name], a[name], rtol=1e-4, atol=1e-5, err_msg=name)
 
 
-def rank_pid(rank, marker):
-    """The pid of rank `rank` of the job whose command line contains `marker`."""
+def two_machines(tmp_path):
+    """Two folders that stand for two machines: rank 0 works in the first, which holds the
+    corpus, rank 1 in the second, empty.  Relative --data and --out-dir then name different
+    places for the two ranks, as they would on two machines."""
+    first, second = tmp_path / "machine0", tmp_path / "machine1"
+    first.mkdir()
+    second.mkdir()
+    (first / "corpus.txt").write_text(pystdlib_text()[:200_000])
+    return first, second
+
+
+def mpmd_train(machines, args):
+    """`mpiexec -n 1 -wdir machine0 gpt train ... : -n 1 -wdir machine1 gpt train ...`"""
+    one = [sys.executable, "-m", "gpt", "train", *TINY, "--data", "corpus.txt", "--out-dir", "run", *args]
+    return [mpiexec(), "-n", "1", "-wdir", str(machines[0]), *one, ":", "-n", "1", "-wdir", str(machines[1]), *one]
+
+
+def rank_pid(rank, cwd):
+    """The pid of the gpt process of rank `rank` working in `cwd`."""
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmdline = f.read().decode(errors="replace")
+                cmdline = f.read()
             with open(f"/proc/{pid}/environ", "rb") as f:
                 environ = f.read().split(b"\0")
+            here = os.readlink(f"/proc/{pid}/cwd")
         except OSError:
             continue
-        if marker in cmdline and "-m\0gpt" in cmdline and f"PMI_RANK={rank}".encode() in environ:
+        if b"-m\0gpt\0" in cmdline and here == str(cwd) and f"PMI_RANK={rank}".encode() in environ:
             return int(pid)
     return None
 
 
-def signal_rank_1(out, signum, eval_interval, settle=0.0):
+def signal_rank_1(machines, signum, eval_interval, settle=0.0):
     """Start a long 2-rank job, wait for its first checkpoint (and `settle` seconds more),
     send rank 1 `signum`; the job's (returncode, stderr)."""
-    cmd = [mpiexec(), "-n", "2", sys.executable, "-m", "gpt", "train", *TINY, "--max-iters", "100000",
-           "--eval-interval", str(eval_interval), "--out-dir", out]
-    job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
+    cmd = mpmd_train(machines, ["--max-iters", "100000", "--eval-interval", str(eval_interval)])
+    job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
     try:
         deadline = time.time() + 90
-        while time.time() < deadline and not os.path.exists(os.path.join(out, "last", "state.json")):
+        while time.time() < deadline and not (machines[0] / "run" / "last" / "state.json").exists():
             time.sleep(0.2)
         time.sleep(settle)
-        pid = rank_pid(1, out)
+        pid = rank_pid(1, machines[1])
         assert pid is not None, "rank 1 not found"
         os.kill(pid, signum)
         _, stderr = job.communicate(timeout=60)
@@ -137,27 +155,31 @@ def signal_rank_1(out, signum, eval_interval, settle=0.0):
 
 
 def test_killed_rank_stops_the_job_and_resume_continues(tmp_path):
-    out = str(tmp_path / "killed")
-    returncode, stderr = signal_rank_1(out, signal.SIGKILL, eval_interval=5)
+    """Also: rank 1's machine needs neither the corpus nor the run folder, even to resume."""
+    machines = two_machines(tmp_path)
+    last = machines[0] / "run" / "last"
+    returncode, stderr = signal_rank_1(machines, signal.SIGKILL, eval_interval=5)
     assert returncode != 0
     said = [line for line in stderr.splitlines() if line.startswith("gpt train: a rank died or was killed")]
     assert len(said) == 1, stderr                                 # rank 0's watchdog, once
-    state = json.load(open(os.path.join(out, "last", "state.json")))
-    assert f"iteration {state['iter']}, is intact in {os.path.join(out, 'last')}" in said[0]
+    state = json.load(open(last / "state.json"))
+    assert f"iteration {state['iter']}, is intact in {os.path.join('run', 'last')}" in said[0]
     assert "--resume" in said[0]
-    load_checkpoint(os.path.join(out, "last"))                   # whole and loadable
-    more = gpt_train(["--max-iters", str(state["iter"] + 3), "--out-dir", out, "--resume"], ranks=2)
+    load_checkpoint(str(last))                                    # whole and loadable
+    more = subprocess.run(mpmd_train(machines, ["--max-iters", str(state["iter"] + 3), "--resume"]),
+                          capture_output=True, text=True, env=env(), timeout=120)
     assert more.returncode == 0, more.stderr
     assert f"resuming at iteration {state['iter']}" in more.stdout
-    assert json.load(open(os.path.join(out, "last", "state.json")))["iter"] == state["iter"] + 3
+    assert json.load(open(last / "state.json"))["iter"] == state["iter"] + 3
+    assert os.listdir(machines[1]) == []                          # rank 1 wrote nothing
 
 
 def test_sigterm_to_one_rank_saves_and_stops_every_rank(tmp_path):
     """`kill <pid>` of one rank (or a scheduler's SIGTERM): the ranks vote through the
     gradient allreduce, all stop at the same step, and rank 0 saves it."""
-    out = str(tmp_path / "term")
-    returncode, stderr = signal_rank_1(out, signal.SIGTERM, eval_interval=1000, settle=1.0)
-    state = json.load(open(os.path.join(out, "last", "state.json")))
+    machines = two_machines(tmp_path)
+    returncode, stderr = signal_rank_1(machines, signal.SIGTERM, eval_interval=1000, settle=1.0)
+    state = json.load(open(machines[0] / "run" / "last" / "state.json"))
     assert state["iter"] > 0 and not state["evaluated"]
     assert f"stopped at iteration {state['iter']}; continue with: mpiexec -n 2 python -m gpt train" in stderr
     assert returncode == 130, stderr

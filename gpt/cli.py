@@ -183,7 +183,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     (set GPT_TRACEBACK=1 to see one)."""
     from .checkpoint import CheckpointError
     from .data import DataError
-    from .distributed import DistributedError, FollowerExit, launched_rank
+    from .distributed import DistributedError, FollowerExit, end_job_unless_shared, launched_rank
     from .train import TrainingStopped
     args = build_parser().parse_args(argv)
     handler = {"train": cmd_train, "sample": cmd_sample, "plot": cmd_plot}[args.command]
@@ -195,13 +195,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     except TrainingStopped as e:
         if speaks:
             print(f"gpt {args.command}: {e}", file=sys.stderr)
+        end_job_unless_shared(e, 1)
         return 1
     except (DataError, CheckpointError, FileNotFoundError, ValueError, DistributedError) as e:
         if os.environ.get("GPT_TRACEBACK"):
             raise
-        if speaks:
+        if speaks or not getattr(e, "on_every_rank", False):
             print(f"gpt {args.command}: error: {e}", file=sys.stderr)
+        end_job_unless_shared(e, 2)               # an error on this rank alone: stop the others
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print(f"gpt {args.command}: interrupted", file=sys.stderr)
+        end_job_unless_shared(e, 130)
         return 130

@@ -35,11 +35,37 @@ BUCKET_BYTES = 25 * 2 ** 20
 
 
 class DistributedError(Exception):
-    """MPI cannot be set up; the message says what to install or change."""
+    """MPI cannot be set up, or the ranks drifted apart; the message says what to do.
+    Raised on every rank alike."""
+    on_every_rank = True
 
 
 class FollowerExit(Exception):
     """Rank 0 failed and reported why; this rank stops quietly with it."""
+    on_every_rank = True
+
+
+# An error that every rank meets (it carries on_every_rank) ends the job in step: each rank
+# returns, MPI finalizes.  Any other error on one rank would leave the others waiting in their
+# next collective forever, so it ends the job with MPI_Abort instead, as `python -m mpi4py` does.
+def abort_job(exit_code: int) -> None:
+    """End every rank of the job now (nothing if this process is not in a started MPI job)."""
+    MPI = sys.modules.get("mpi4py.MPI")
+    if MPI is not None and MPI.Is_initialized() and not MPI.Is_finalized() and MPI.COMM_WORLD.Get_size() > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        MPI.COMM_WORLD.Abort(exit_code)
+
+
+def end_job_unless_shared(error: BaseException, exit_code: int) -> None:
+    """After `error` stopped this rank: return if every rank met it, else abort the job."""
+    if not getattr(error, "on_every_rank", False):
+        abort_job(exit_code)
+
+
+def _abort_on_uncaught(kind, value, traceback) -> None:
+    sys.__excepthook__(kind, value, traceback)
+    abort_job(1)
 
 
 def _first_int(names: Sequence[str], default: int) -> int:
@@ -91,8 +117,9 @@ class World:
         if self.is_root:
             try:
                 value = make()
-            except BaseException:
+            except BaseException as e:
                 self.comm.bcast((False, None), root=0)
+                e.on_every_rank = True           # the others raise FollowerExit
                 raise
             return self.comm.bcast((True, value), root=0)[1]
         ok, value = self.comm.bcast(None, root=0)
@@ -155,6 +182,7 @@ def detect_world() -> World:
         raise DistributedError(f"the launcher started {size} processes but MPI sees {comm.Get_size()}: mpi4py "
                                f"uses another MPI ({library}) than this mpiexec; run that MPI's mpiexec "
                                f"(python -m mpi4py --mpi-library shows which library it loads)")
+    sys.excepthook = _abort_on_uncaught
     local = comm.Split_type(MPI.COMM_TYPE_SHARED)
     return World(rank=comm.Get_rank(), size=size, local_rank=local.Get_rank(), local_size=local.Get_size(),
                  comm=comm)

@@ -91,7 +91,9 @@ PRESETS = {
 
 
 class TrainingStopped(Exception):
-    """The loss stopped being finite; raised with a message for the user."""
+    """The loss stopped being finite; raised with a message for the user.  The ranks of a job
+    share their losses, so all of them stop alike."""
+    on_every_rank = True
 
 
 class StopFlag:
@@ -298,6 +300,9 @@ def _start(cfg: TrainConfig, resume: bool, world):
 
 def _train(cfg: TrainConfig, resume: bool, progress: bool, world, watchdog) -> dict:
     log_path = os.path.join(cfg.out_dir, "log.jsonl")
+    if watchdog is not None:
+        watchdog.say("gpt train: a rank died or was killed (mpiexec's report above says which), so the job "
+                     "stopped before this run wrote a checkpoint")
     world.share_cores()
     if cfg.device == "cl":
         world.choose_opencl_device()
@@ -319,19 +324,20 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, world, watchdog) -> d
         """Every rank calls this (it gathers the ranks' batch generators); rank 0 writes."""
         digest = parameters_digest([p.numpy() for p in model.parameters()]) if world.size > 1 else None
         gathered = world.gather(([shard.rng_state() for shard in shards], digest))
+        digests = world.bcast([d for _, d in gathered] if world.is_root else None)
+        if len(set(digests)) > 1:
+            raise DistributedError(f"the ranks' weights differ at iteration {at_iter} (sha256 "
+                                   f"{', '.join(d[:12] for d in digests)}); they must stay identical")
         if not world.is_root:
             return
         shard_states = [st for rank_states, _ in gathered for st in rank_states]
-        extra = {"param_digests": [d for _, d in gathered]} if world.size > 1 else {}
+        extra = {"param_digests": digests} if world.size > 1 else {}
         for name in names:
             save_checkpoint(os.path.join(cfg.out_dir, name), model, optimizer, tokenizer, {
                 "iter": at_iter, "evaluated": done_eval, "best_val_loss": best_val,
                 "elapsed_s": elapsed_before + time.perf_counter() - t_start, "data_rng": shard_states[0],
                 "data_rng_shards": shard_states, "world_size": world.size,
                 "train_config": dataclasses.asdict(cfg), "data_source": source, **extra})
-        if len(set(extra.get("param_digests", []))) > 1:
-            raise DistributedError(f"the ranks' weights differ at iteration {at_iter} (sha256 "
-                                   f"{', '.join(d[:12] for d in extra['param_digests'])}); they must stay identical")
         if watchdog is not None:
             watchdog.say(f"gpt train: a rank died or was killed (mpiexec's report above says which), so the job "
                          f"stopped; the last checkpoint, iteration {at_iter}, is intact in "

@@ -174,6 +174,17 @@ def test_killed_rank_stops_the_job_and_resume_continues(tmp_path):
     assert os.listdir(machines[1]) == []                          # rank 1 wrote nothing
 
 
+def test_a_rank_failing_alone_ends_the_job(tmp_path):
+    """A crash on one rank (here rank 1's OpenCL device is missing) must not leave rank 0
+    waiting for it forever: the crash aborts the job (MPI_Abort), its traceback says why."""
+    one = [sys.executable, "-m", "gpt", "train", *TINY, "--device", "cl", "--out-dir", str(tmp_path / "run")]
+    r = subprocess.run([mpiexec(), "-n", "1", *one, ":", "-n", "1", "-env", "MINIGRAD_CL_DEVICE", "no-such-gpu",
+                        *one], capture_output=True, text=True, env=env(), timeout=60)
+    assert r.returncode != 0
+    assert "OpenCLUnavailable: MINIGRAD_CL_DEVICE='no-such-gpu:1' matches none" in r.stderr
+    assert "MPI_Abort" in r.stderr
+
+
 def test_sigterm_to_one_rank_saves_and_stops_every_rank(tmp_path):
     """`kill <pid>` of one rank (or a scheduler's SIGTERM): the ranks vote through the
     gradient allreduce, all stop at the same step, and rank 0 saves it."""

@@ -3,6 +3,7 @@
     model.safetensors       the model's tensors, under GPT-2's names
     optimizer.safetensors   AdamW's moments m.{i} and v.{i}
     state.json              config, vocabulary, iteration, optimizer step, every RNG state
+                            (one batch generator per data shard: per rank and micro-batch)
 
 A checkpoint is written into a temporary directory beside its final place and swapped in
 with renames, so a crash mid-write leaves the previous checkpoint whole (loading falls back
@@ -212,6 +213,14 @@ def load_checkpoint(path: str, device: Optional[str] = None, for_resume: bool = 
                               f"{_what_to_do(path)}") from None
     meta["path"] = path
     return model, CharTokenizer.from_dict(meta["tokenizer"]), meta
+
+
+def data_rng_state(meta: dict, shard: int) -> Optional[dict]:
+    """The saved state of data shard `shard`'s batch generator (shard = rank x grad_accum + k),
+    or None when the run that saved the checkpoint had fewer shards.  With the same number of
+    shards a resume is exact whatever the split into ranks and accumulation."""
+    states = meta.get("data_rng_shards") or [meta["data_rng"]]
+    return states[shard] if shard < len(states) else None
 
 
 def load_optimizer_state(path: str, optimizer, meta: dict) -> None:

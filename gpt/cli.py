@@ -28,6 +28,8 @@ HELP = {
     "data": "a UTF-8 text file, 'shakespeare' (Tiny Shakespeare, downloaded once; see MINIGRAD_DATA) "
             "or 'pystdlib' (Python's own standard-library source: no network needed)",
     "batch_size": "B, sequences per training step",
+    "grad_accum": "K, micro-batches of --batch-size whose gradients add up into one step (a larger batch in "
+                  "the same memory); under mpiexec -n N the step sees B x K x N sequences",
     "max_iters": "training steps in total (a resumed run continues up to this number)",
     "lr": "peak learning rate, reached after warmup",
     "min_lr": "learning rate at the end of the cosine decay",
@@ -65,7 +67,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, choices=list(POSITION_EMBEDDINGS), default=argparse.SUPPRESS, help=help_text)
         else:
             kind = {"n_layer": int, "n_head": int, "n_embd": int, "block_size": int, "batch_size": int,
-                    "max_iters": int, "warmup_iters": int, "lr_decay_iters": int, "eval_interval": int,
+                    "grad_accum": int, "max_iters": int, "warmup_iters": int, "lr_decay_iters": int, "eval_interval": int,
                     "eval_iters": int, "seed": int, "data": str, "out_dir": str}.get(field.name, float)
             p.add_argument(flag, type=kind, default=argparse.SUPPRESS, metavar=field.name.upper(), help=help_text)
     p.add_argument("--resume", action="store_true",
@@ -142,7 +144,8 @@ def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
         values.update(PRESETS[args.preset])
     values.update(typed)
     cfg = TrainConfig(**values)
-    for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "eval_interval", "eval_iters"):
+    for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "grad_accum", "eval_interval",
+                 "eval_iters"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
     if cfg.max_iters < 0:
@@ -170,13 +173,22 @@ def check_device(device: str) -> None:
 
 
 def cmd_train(args) -> int:
+    from .distributed import detect_world, launched_rank, launched_size
     from .train import train
-    cfg = resolve_train_config(args)
+    # under mpiexec rank 0 resolves the settings (reading the checkpoint on --resume) for all:
+    # only its machine needs the run folder
+    world = detect_world()
+    cfg = world.from_root(lambda: resolve_train_config(args))
+    if cfg.device == "cl":
+        world.choose_opencl_device()              # before the backend starts: each rank its own GPU
     check_device(cfg.device)
     summary = train(cfg, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite,
                     threads=args.threads)
+    if launched_rank() != 0:
+        return 130 if summary["status"] == "interrupted" else 0
+    launcher = f"mpiexec -n {launched_size()} " if launched_size() > 1 else ""
     if summary["status"] == "interrupted":
-        print(f"stopped at iteration {summary['iter']}; continue with: python -m gpt train --out-dir "
+        print(f"stopped at iteration {summary['iter']}; continue with: {launcher}python -m gpt train --out-dir "
               f"{cfg.out_dir} --resume", file=sys.stderr)
         return 130
     print(f"done: {summary['iter']} iterations, best val loss {summary['best_val_loss']:.4f}; "
@@ -270,6 +282,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     (set GPT_TRACEBACK=1 to see one)."""
     from .checkpoint import CheckpointError
     from .data import DataError
+    from .distributed import DistributedError, FollowerExit, end_job_unless_shared, launched_rank, share_of_cores
     from .train import TrainingStopped
     from minigrad.threads import limit_blas_threads, physical_cores
     parser = build_parser()
@@ -278,21 +291,29 @@ def main(argv: Optional[List[str]] = None) -> int:
     if unknown:
         reject_unknown(parser, args.command, unknown[0])
     handler = {"train": cmd_train, "sample": cmd_sample, "plot": cmd_plot}[args.command]
+    speaks = launched_rank() == 0                 # under mpiexec, rank 0 reports for the job
     try:
         if not hasattr(args, "threads"):                  # plot draws; it runs no matmuls
             return handler(args)
-        if args.threads is None:
-            args.threads = physical_cores()
+        if args.threads is None:                          # ranks on one machine share its cores
+            args.threads = share_of_cores(physical_cores())
         with limit_blas_threads(args.threads):
             return handler(args)
+    except FollowerExit:                          # rank 0 failed and has said why
+        return 2
     except TrainingStopped as e:
-        print(f"gpt {args.command}: {e}", file=sys.stderr)
+        if speaks:
+            print(f"gpt {args.command}: {e}", file=sys.stderr)
+        end_job_unless_shared(e, 1)
         return 1
-    except (DataError, CheckpointError, OSError, ValueError) as e:
+    except (DataError, CheckpointError, OSError, ValueError, DistributedError) as e:
         if os.environ.get("GPT_TRACEBACK"):
             raise
-        print(f"gpt {args.command}: error: {e}", file=sys.stderr)
+        if speaks or not getattr(e, "on_every_rank", False):
+            print(f"gpt {args.command}: error: {e}", file=sys.stderr)
+        end_job_unless_shared(e, 2)               # an error on this rank alone: stop the others
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print(f"gpt {args.command}: interrupted", file=sys.stderr)
+        end_job_unless_shared(e, 130)
         return 130

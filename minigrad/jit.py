@@ -19,6 +19,8 @@ What a replay does:
   * the arguments' buffers stand in for the captured arguments' (shapes must match);
   * state tensors (the model's parameters, the optimizer's moments and step count) swap
     between two buffers, one read and one written per replay, and are re-pointed after;
+    state the function only reads is read wherever it is now, so two jits can share it
+    (a forward-backward step that reads the weights, an update step that writes them);
   * random kernels (dropout) draw fresh numbers from the next seed, as an eager step would.
 
 A replay cannot see what the function reads from Python: data must come in as Tensor
@@ -204,9 +206,11 @@ class jit:
             raise RuntimeError("the jit's state changed since capture (a parameter was added or removed)")
         swap = {}
         for t, (read_buf, write_buf) in zip(state, self.state_pairs):
-            if read_buf is write_buf:
-                continue
             current = _buffer(t)
+            if read_buf is write_buf:                  # only read here, but another step may replace it
+                if current is not read_buf:
+                    swap[id(read_buf)] = current
+                continue
             if current is write_buf:                   # last replay wrote here: swap roles
                 swap[id(read_buf)], swap[id(write_buf)] = write_buf, read_buf
             elif current is not read_buf:              # replaced from outside (e.g. a checkpoint load)

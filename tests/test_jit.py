@@ -109,3 +109,30 @@ def test_jit_rejects_new_shapes():
         run(Tensor(np.ones((3,), np.float32)))
     with pytest.raises(ValueError, match="captured calls with arguments"):
         run(Tensor(np.ones((2, 3), np.float32)))
+
+
+def test_jit_reads_state_another_jit_replaces():
+    """Data-parallel training splits a step in two jits: one reads the weights and returns the
+    gradient, the other applies it.  The reader must see the weights the writer left."""
+    w = Tensor(np.ones((3,), np.float32), requires_grad=True)
+    opt = optim.SGD([w], lr=0.1)
+    x = Tensor(np.arange(3, dtype=np.float32))
+
+    def gradient(x):
+        opt.zero_grad()
+        (x * w * w).sum().backward()              # d/dw = 2 x w
+        return w.grad
+
+    def update(g):
+        w.grad = g
+        opt.step()
+        return opt.step_tensor
+
+    read, write = minigrad.jit(gradient, state=[w]), minigrad.jit(update, state=[opt])
+    wn = np.ones(3)
+    for _ in range(5):
+        g = read(x)
+        np.testing.assert_allclose(g.numpy(), 2 * np.arange(3) * wn, rtol=1e-6)
+        write(g)
+        wn = wn - 0.1 * 2 * np.arange(3) * wn
+    np.testing.assert_allclose(w.numpy(), wn, rtol=1e-6)

@@ -175,3 +175,20 @@ def test_random_numbers_are_the_same_on_every_backend(cl):
     assert abs(u_np.mean() - 0.5) < 4 * np.sqrt(1 / 12 / u_np.size)      # within 4 sigma of a uniform's mean
     assert abs(u_np.var() - 1 / 12) < 0.01
     assert abs((d_np == 0).mean() - 0.25) < 4 * np.sqrt(0.25 * 0.75 / d_np.size)
+
+
+def test_device_index_suffix_takes_the_nth_match():
+    """A job's processes each take their own GPU with MINIGRAD_CL_DEVICE=gpu:<local rank>,
+    counting round when there are more processes than GPUs."""
+    import pyopencl
+    from types import SimpleNamespace as NS
+    from minigrad.backends.opencl import pick_device
+    platform = NS(name="Vendor OpenCL")
+    gpus = [(platform, NS(name=f"GPU {i}", type=pyopencl.device_type.GPU)) for i in range(3)]
+    cpu = (NS(name="Portable Computing Language"), NS(name="cpu-x86", type=pyopencl.device_type.CPU))
+    pairs = [cpu] + gpus
+    assert pick_device(pairs, wish="gpu:1") is gpus[1]
+    assert pick_device(pairs, wish=":2") is gpus[2]              # the default kind: GPUs first
+    assert pick_device(pairs, wish="gpu:4") is gpus[1]           # 4 processes on 3 GPUs: round
+    assert pick_device(pairs, wish="portable:1") is cpu          # one match: every index takes it
+    assert pick_device(pairs, wish="gpu") is gpus[0]

@@ -4,6 +4,7 @@ repeats the same shapes allocates nothing new after the first step.
 
 Device choice: MINIGRAD_CL_DEVICE="gpu", "cpu", or a substring of a platform or device
 name (e.g. "pocl", "nvidia"); by default the first GPU found, else the first other device.
+A ":n" suffix ("gpu:1") takes the n-th match: one GPU per process of a multi-GPU job.
 """
 import os
 import time
@@ -44,23 +45,28 @@ def find_devices():
 
 
 def pick_device(pairs, wish=None):
+    """The device MINIGRAD_CL_DEVICE (or `wish`) names.  A ":n" suffix takes the n-th of the
+    devices it matches, counting round (so each process of a job can take its own GPU:
+    "gpu:1", or ":1" for the default kind)."""
     import pyopencl as cl
     wish = (wish if wish is not None else os.environ.get("MINIGRAD_CL_DEVICE", "")).lower()
-    if wish in ("gpu", "cpu"):
-        kind = cl.device_type.GPU if wish == "gpu" else cl.device_type.CPU
+    selector, colon, index = wish.rpartition(":")
+    if not (colon and index.isdigit()):
+        selector, index = wish, "0"
+    if selector in ("gpu", "cpu"):
+        kind = cl.device_type.GPU if selector == "gpu" else cl.device_type.CPU
         chosen = [pd for pd in pairs if pd[1].type & kind]
         if not chosen:
             raise OpenCLUnavailable(f"MINIGRAD_CL_DEVICE={wish} but no such device among "
                                     f"{[d.name for _, d in pairs]}")
-        return chosen[0]
-    if wish:
-        chosen = [pd for pd in pairs if wish in pd[0].name.lower() or wish in pd[1].name.lower()]
+    elif selector:
+        chosen = [pd for pd in pairs if selector in pd[0].name.lower() or selector in pd[1].name.lower()]
         if not chosen:
             raise OpenCLUnavailable(f"MINIGRAD_CL_DEVICE={wish!r} matches none of "
                                     f"{[(p.name, d.name) for p, d in pairs]}")
-        return chosen[0]
-    gpus = [pd for pd in pairs if pd[1].type & cl.device_type.GPU]
-    return (gpus or pairs)[0]
+    else:
+        chosen = [pd for pd in pairs if pd[1].type & cl.device_type.GPU] or pairs
+    return chosen[int(index) % len(chosen)]
 
 
 class CLBuffer:

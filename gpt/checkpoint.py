@@ -175,6 +175,11 @@ def read_state(path: str, for_resume: bool = False) -> dict:
                 raise CheckpointError(f"{file} has no {key!r}, which resuming needs")
             if not test(meta[key]):
                 raise CheckpointError(f"{file}: {key!r} must be {expected}, got {show(meta[key])}")
+        shards = meta.get("data_rng_shards")              # written by runs since data-parallel training
+        if for_resume and shards is not None and not (isinstance(shards, list) and shards and
+                                                       all(_valid_bit_generator_state(s) for s in shards)):
+            raise CheckpointError(f"{file}: 'data_rng_shards' must be a list of numpy PCG64 generator states "
+                                  f"(one per data shard), got {show(shards)}")
     except (CheckpointError, ValueError, TypeError) as e:   # ValueError, TypeError: GPTConfig's own checks
         message = _one_line(e)
         raise CheckpointError((message if message.startswith(file) else f"{file}: {message}") +

@@ -26,7 +26,7 @@ import numpy as np
 # Slurm's PMI), Open MPI, MVAPICH
 SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+LOCAL_SIZE_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE")
 INSTALL_HINT = "pip install 'minigrad[mpi]' (mpi4py and the mpich wheel)"
 
 # gradients travel in flat buffers of at most this many bytes: a few large messages, each
@@ -78,6 +78,15 @@ def _first_int(names: Sequence[str], default: int) -> int:
 def launched_size() -> int:
     """How many processes the launcher started (1 when there is no launcher)."""
     return _first_int(SIZE_VARIABLES, 1)
+
+
+def share_of_cores(cores: int) -> int:
+    """This rank's share of `cores` when the launcher put several ranks on this machine and
+    left every CPU to each of them (their BLAS threads would otherwise fight); launchers that
+    bind each rank to its own cores have already divided them."""
+    ranks_here = _first_int(LOCAL_SIZE_VARIABLES, 1)
+    unbound = not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) == os.cpu_count()
+    return max(1, cores // ranks_here) if unbound else cores
 
 
 def launched_rank() -> int:
@@ -137,18 +146,6 @@ class World:
         for buffer in buffers:
             self.comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
         self.allreduce_seconds += time.perf_counter() - start
-
-    def share_cores(self) -> None:
-        """Ranks sharing a machine split its cores between their BLAS thread pools (each
-        would otherwise start one thread per core, and they would fight), unless the user
-        chose a thread count or the launcher already bound each rank to its own cores."""
-        if self.local_size == 1 or any(v in os.environ for v in THREAD_VARIABLES):
-            return
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        if cores == (os.cpu_count() or cores):            # not bound: the whole machine is ours to share
-            cores //= self.local_size
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(max(1, cores))
 
     def choose_opencl_device(self) -> None:
         """Ranks sharing a machine each take their own GPU: MINIGRAD_CL_DEVICE gets the

@@ -104,17 +104,24 @@ class Module:
         return sum(p.numel() for p in self.parameters())
 
 
+def _fan_in_uniform(shape, fan_in: int, bias: bool):
+    """PyTorch's default initialization of a layer: weight of `shape` and bias of shape[0], both
+    uniform in +-1/sqrt(fan_in); (weight, bias or None) as parameters."""
+    bound = 1 / math.sqrt(fan_in)
+    weight = Tensor.uniform(*shape, low=-bound, high=bound).realize()
+    weight.requires_grad = True
+    if not bias:
+        return weight, None
+    b = Tensor.uniform(shape[0], low=-bound, high=bound).realize()
+    b.requires_grad = True
+    return weight, b
+
+
 class Linear(Module):
     """y = x W^T + b, W shaped (out_features, in_features) as in PyTorch, initialized uniform(+-1/sqrt(in))."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
-        bound = 1 / math.sqrt(in_features)
-        self.weight = Tensor.uniform(out_features, in_features, low=-bound, high=bound).realize()
-        self.weight.requires_grad = True
-        self.bias = None
-        if bias:
-            self.bias = Tensor.uniform(out_features, low=-bound, high=bound).realize()
-            self.bias.requires_grad = True
+        self.weight, self.bias = _fan_in_uniform((out_features, in_features), in_features, bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return x.linear(self.weight, self.bias)
@@ -128,13 +135,8 @@ class Conv2d(Module):
                  groups: int = 1, bias: bool = True):
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
-        bound = 1 / math.sqrt(in_channels // groups * kh * kw)
-        self.weight = Tensor.uniform(out_channels, in_channels // groups, kh, kw, low=-bound, high=bound).realize()
-        self.weight.requires_grad = True
-        self.bias = None
-        if bias:
-            self.bias = Tensor.uniform(out_channels, low=-bound, high=bound).realize()
-            self.bias.requires_grad = True
+        self.weight, self.bias = _fan_in_uniform((out_channels, in_channels // groups, kh, kw),
+                                                 in_channels // groups * kh * kw, bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return x.conv2d(self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)

@@ -37,7 +37,7 @@ import numpy as np
 
 from . import debug
 from .backends import get_backend
-from .kernel import KernelKind, Op
+from .kernel import KernelKind, Load, Op, walk
 from .lazy import LazyBuffer
 from .ops import LoadOps
 from .schedule import recorders, run_kernel
@@ -89,6 +89,33 @@ class Recording:
         out = self._number(out_buffer, (kernel.output.size, kernel.output.dtype, kernel.output.device),
                            made_here=True)
         self.calls.append((kernel.detached(), out, ins))
+
+    def update_in_place(self, read_buffer, written_buffer) -> bool:
+        """Let replays update a state tensor in its own buffer instead of alternating two: reads of
+        the old value go to the new value's buffer, which then holds one copy of the state.
+        Only when that cannot be told apart: one elementwise kernel writes the new value, it reads
+        the old one element for element (the same index it writes), no kernel reads the old value
+        after it, and the backend runs such kernels safely in place (NumPy's ufuncs do; OpenCL
+        kernels declare their buffers `restrict`).  Returns whether it did."""
+        old, new = self._numbers.get(id(read_buffer)), self._numbers.get(id(written_buffer))
+        if old is None or new is None or old == new:
+            return False
+        writers = [i for i, (_, out, _) in enumerate(self.calls) if out == new]
+        if len(writers) != 1 or any(out == old for _, out, _ in self.calls):
+            return False
+        w = writers[0]
+        kernel, _, ins = self.calls[w]
+        size, _, device = self.specs[old]
+        if kernel.kind is not KernelKind.ELEMENTWISE or not get_backend(device).updates_in_place:
+            return False
+        if any(old in later_ins for _, _, later_ins in self.calls[w + 1:]):
+            return False
+        reads = [n for n in walk(kernel.ast) if isinstance(n, Load) and ins[n.index] == old]
+        if not all(load.view.is_contiguous and load.view.size == size for load in reads):
+            return False
+        self.calls = [(k, out, [new if n == old else n for n in call_ins]) for k, out, call_ins in self.calls]
+        self.refs[old] = lambda: None                    # nothing reads the old buffer now: let it go
+        return True
 
     def plan(self):
         """(buffers, last uses): every number's buffer for replays.  Live ones keep theirs.  The
@@ -184,7 +211,7 @@ class jit:
             recorders.remove(recording)
         self.counters_per_call = Tensor._rng_counter - self.counter_start
         after = [_buffer(t) for t in state]
-        self.state_pairs = list(zip(before, after))
+        self.state_pairs = [(a, a) if recording.update_in_place(b, a) else (b, a) for b, a in zip(before, after)]
         self.output_reads = [(_buffer(o), o.lazydata.view, o.dtype, o.device) for o in outputs]
         self.result_is_tuple = isinstance(result, (tuple, list))
         self.buffers, self.released_after = recording.plan()

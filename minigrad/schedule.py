@@ -34,7 +34,10 @@ MAX_FUSED_DEPTH = 48
 def _toposort(targets: List[LazyBuffer]) -> List[LazyBuffer]:
     """Unrealized bases reachable from targets, each after its sources (iterative DFS)."""
     order, seen = [], set()
-    stack = [(t.base, False) for t in targets]
+    # The first target is expanded first: an optimizer realizes its parameters in model order, so
+    # every gradient that reads a later parameter is scheduled before that parameter's update
+    # (which a jit can then write in place, see jit.Recording.update_in_place).
+    stack = [(t.base, False) for t in reversed(targets)]
     while stack:
         node, expanded = stack.pop()
         if expanded:

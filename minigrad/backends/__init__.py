@@ -26,6 +26,7 @@ class Backend:
         raise NotImplementedError
 
     alignment = 64                                   # bytes: where a typed view into a byte buffer may start
+    updates_in_place = False                         # may an elementwise kernel's output be one of its inputs?
 
     def as_typed(self, buffer, offset: int, size: int, dtype):   # `size` elements of dtype at byte offset
         raise NotImplementedError                                  # of a uint8 buffer (a jit's arena)

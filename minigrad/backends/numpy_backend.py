@@ -58,6 +58,7 @@ def read(buffer: np.ndarray, view, dtype=None) -> np.ndarray:
 
 class NumpyBackend(Backend):
     name = "numpy"
+    updates_in_place = True          # a ufunc reads each element before it writes that element
 
     def allocate(self, size, dtype):
         return np.empty(size, dtype)

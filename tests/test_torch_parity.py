@@ -18,22 +18,29 @@ def _close(actual, desired, what, rtol=RTOL, atol=ATOL):
                                err_msg=f"{what}: minigrad (actual) vs torch (desired)")
 
 
-def parity(fn, *arrays, device, torch_fn=None, rtol=RTOL, atol=ATOL, grad_rtol=None, grad_atol=None, seed=0):
+def parity(fn, *arrays, device, torch_fn=None, rtol=RTOL, atol=ATOL, grad_rtol=None, grad_atol=None, seed=0,
+           dtypes=None):
     """fn(*minigrad tensors) vs torch_fn(*torch tensors) (torch_fn defaults to fn: most ops are
-    spelled the same), forward values and the gradients of sum(out * W) for random W."""
+    spelled the same), forward values and the gradients of sum(out * W) for random W.  Inputs
+    are float32 unless `dtypes` says otherwise; integer inputs get no gradient."""
     torch_fn = torch_fn or fn
-    arrays = [np.asarray(a, dtype=np.float32) for a in arrays]
-    ours = [Tensor(a, device=device, requires_grad=True) for a in arrays]
-    theirs = [torch.tensor(a, requires_grad=True) for a in arrays]
+    arrays = [np.asarray(a, dtype=dtype) for a, dtype in zip(arrays, dtypes or [np.float32] * len(arrays))]
+    ours = [Tensor(a, device=device, requires_grad=a.dtype.kind == "f") for a in arrays]
+    theirs = [torch.tensor(a, requires_grad=a.dtype.kind == "f") for a in arrays]
     out, ref = fn(*ours), torch_fn(*theirs)
     assert tuple(out.shape) == tuple(ref.shape), f"shape: minigrad {out.shape} vs torch {tuple(ref.shape)}"
-    assert out.dtype == np.float32, f"minigrad output dtype {out.dtype}, expected float32"
+    ref_dtype = ref.detach().numpy().dtype
+    assert out.dtype == ref_dtype, f"minigrad output dtype {out.dtype}, torch {ref_dtype}"
     _close(out.numpy(), ref.detach().numpy(), "forward", rtol, atol)
-    weights = np.random.default_rng(seed).standard_normal(tuple(ref.shape)).astype(np.float32)
+    weights = np.random.default_rng(seed).standard_normal(tuple(ref.shape)).astype(ref_dtype)
     (out * Tensor(weights, device=device)).sum().backward()
     (ref * torch.tensor(weights)).sum().backward()
     for k, (a, b) in enumerate(zip(ours, theirs)):
+        if not b.requires_grad:
+            assert a.grad is None, f"integer input {k}: minigrad gave it a gradient"
+            continue
         assert a.grad is not None, f"input {k}: minigrad gave no gradient"
+        assert a.grad.dtype == b.grad.numpy().dtype, f"input {k}: gradient dtype {a.grad.dtype} vs torch {b.grad.dtype}"
         _close(a.grad.numpy(), b.grad.numpy(), f"gradient of input {k} (shape {a.shape})",
                grad_rtol or rtol, grad_atol or atol)
 
@@ -517,6 +524,33 @@ def test_dtype_promotion(name, device):
     got_np, ref_np = got.numpy(), ref.numpy()
     assert got_np.dtype == ref_np.dtype, f"{name}: minigrad dtype {got_np.dtype}, torch {ref_np.dtype}"
     np.testing.assert_allclose(got_np, ref_np, rtol=1e-6, err_msg=f"{name}: minigrad (actual) vs torch (desired)")
+
+
+F32, F64, I64 = np.float32, np.float64, np.int64
+MIXED = {   # name: (fn, input dtypes); torch promotes (and differentiates through the casts) the same way
+    "f32 * f64": (lambda x, y: x * y, (F32, F64)),
+    "f64 / f32": (lambda x, y: x / y, (F64, F32)),
+    "f32 - f64": (lambda x, y: (x - y).exp(), (F32, F64)),
+    "int * f32": (lambda i, y: i * y, (I64, F32)),
+    "f64 + int": (lambda x, i: (x + i).square(), (F64, I64)),
+    "int / f64": (lambda i, y: i / y, (I64, F64)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MIXED))
+def test_mixed_dtype_gradients(name, device):
+    fn, dtypes = MIXED[name]
+    x = np.random.default_rng(30).integers(1, 4, (3, 4)) if dtypes[0] == I64 else away_from_zero(3, 4, seed=30)
+    y = np.random.default_rng(31).integers(1, 4, (4,)) if dtypes[1] == I64 else away_from_zero(4, seed=31, margin=0.5)
+    parity(fn, x, y, device=device, dtypes=dtypes)
+
+
+@pytest.mark.parametrize("to", [F64, F32])
+def test_cast_gradient(to, device):
+    """Tensor.cast against torch's .to(dtype): the gradient comes back in the input's dtype."""
+    start = F32 if to == F64 else F64
+    parity(lambda x: x.cast(to).exp() * 2, away_from_zero(3, 4, seed=32), device=device, dtypes=(start,),
+           torch_fn=lambda x: x.to(torch.float64 if to == F64 else torch.float32).exp() * 2)
 
 
 def test_sum_over_empty_axis(device):

@@ -270,3 +270,17 @@ def test_detach_cuts_the_graph(device):
     (x * x.detach()).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), np.array([1.0, 2.0]), rtol=1e-12,
                                err_msg="d/dx sum(x * stop_gradient(x)) (actual) vs x (desired)")
+
+
+def test_constants_are_literals_unless_padded_or_reduced():
+    """schedule.py rule 6: a constant is a literal in its consumer's expression; padded or
+    reduced, it is first filled into a one-element buffer (one small kernel, no inputs)."""
+    plain = schedule_of(Tensor.ones(3, 4) * 2 + 1)
+    assert len(plain) == 1 and plain[0].inputs == [], plain
+    for name, t, consumer in [("sum", Tensor.ones(3, 4).sum(), "reduce"),
+                              ("pad", Tensor.ones(3, 4).pad(((1, 1), (0, 0))) * 2, "elementwise")]:
+        fill, use = schedule_of(t)
+        assert fill.inputs == [] and fill.output.size == 1, f"{name}: first kernel {fill}"
+        assert use.kind == consumer and use.inputs == [fill.output], f"{name}: second kernel {use}"
+    np.testing.assert_array_equal(Tensor.ones(3, 4).sum().numpy(), 12.0)
+    np.testing.assert_array_equal(Tensor.ones(1, 2).pad(((1, 0), (0, 1)), value=0).numpy(), [[0, 0, 0], [1, 1, 0]])

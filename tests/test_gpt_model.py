@@ -10,6 +10,7 @@ from minigrad import Tensor
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
+from torch_gpt import torch_logits  # noqa: E402  (after the importorskip)
 
 V, T, L, H, D = 13, 8, 2, 2, 16
 
@@ -23,25 +24,11 @@ def ids(shape, seed=0, high=V):
     return np.random.default_rng(seed).integers(0, high, size=shape)
 
 
-def torch_gpt(state, idx, targets, activation="none", eps=1e-5):
-    """The same decoder written directly in PyTorch from the state dict: the oracle."""
-    P = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in state.items()}
-    B, T_ = idx.shape
-    x = P["wte.weight"][torch.tensor(idx)] + P["wpe.weight"][:T_]
-    mask = torch.triu(torch.ones(T_, T_, dtype=torch.bool), 1)
-    for i in range(L):
-        p = lambda n: P[f"h.{i}.{n}"]  # noqa: E731
-        z = F.layer_norm(x, (D,), p("ln_1.weight"), p("ln_1.bias"), eps)
-        q, k, v = F.linear(z, p("attn.c_attn.weight"), p("attn.c_attn.bias")).split(D, 2)
-        q, k, v = (t.view(B, T_, H, D // H).transpose(1, 2) for t in (q, k, v))
-        att = ((q @ k.transpose(-2, -1)) / math.sqrt(D // H)).masked_fill(mask, float("-inf")).softmax(-1)
-        x = x + F.linear((att @ v).transpose(1, 2).reshape(B, T_, D), p("attn.c_proj.weight"), p("attn.c_proj.bias"))
-        z = F.layer_norm(x, (D,), p("ln_2.weight"), p("ln_2.bias"), eps)
-        h = F.gelu(F.linear(z, p("mlp.c_fc.weight"), p("mlp.c_fc.bias")), approximate=activation)
-        x = x + F.linear(h, p("mlp.c_proj.weight"), p("mlp.c_proj.bias"))
-    x = F.layer_norm(x, (D,), P["ln_f.weight"], P["ln_f.bias"], eps)
-    logits = x @ P["wte.weight"].T
-    loss = F.cross_entropy(logits.reshape(B * T_, -1), torch.tensor(targets).reshape(-1))
+def torch_gpt(model, idx, targets, activation="none"):
+    """The PyTorch oracle (tests/torch_gpt.py) in float64: logits, loss and every gradient."""
+    P = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in model.state_dict().items()}
+    logits = torch_logits(P, model.config, torch.tensor(idx), activation)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.tensor(targets).reshape(-1))
     loss.backward()
     return logits.detach().numpy(), loss.item(), {k: t.grad.numpy() for k, t in P.items()}
 
@@ -52,7 +39,7 @@ def test_forward_and_gradients_match_pytorch(activation):
     x, y = ids((3, T), 1), ids((3, T), 2)
     logits, loss = model(Tensor(x), Tensor(y))
     loss.backward()
-    ref_logits, ref_loss, ref_grads = torch_gpt(model.state_dict(), x, y,
+    ref_logits, ref_loss, ref_grads = torch_gpt(model, x, y,
                                                 "tanh" if activation == "gelu_tanh" else "none")
     assert logits.shape == (3, T, V)
     np.testing.assert_allclose(logits.numpy(), ref_logits, atol=1e-5, err_msg="logits differ from PyTorch")

@@ -80,7 +80,9 @@ def test_random_chains_read_like_their_numpy_twin(seed):
         view, twin = new_view, new_twin
         assert view.shape == twin.shape, f"{history}: shape {view.shape} vs numpy {twin.shape}"
         np.testing.assert_array_equal(read(view, buffer), twin, err_msg=f"after {history}: {view}")
+        assert all(type(x) is int for x in (view.offset, *view.strides)), f"{history}: {view}"
         if view.mask is not None:
+            assert all(type(b) is int for m in view.mask for b in m), f"{history}: non-integer mask {view.mask}"
             assert any(m != (0, n) for m, n in zip(view.mask, view.shape)), f"{history}: a mask that hides nothing"
             assert (twin == 0).any(), f"{history}: a mask but no padding"
 
@@ -92,6 +94,10 @@ def test_reshape_merging_permuted_dims_needs_a_copy():
     padded = View.contiguous((2, 3)).pad(((1, 0), (0, 0)))
     assert padded.reshape((9,)) is None, "merging padded dims needs a copy"
     assert padded.reshape((3, 1, 3)).mask == ((1, 3), (0, 1), (0, 3))
+    row = View.contiguous((1, 3)).pad(((0, 0), (1, 0)))            # a size-1 dim that holds data
+    assert row.reshape((4,)) == View((4,), (1,), -1, ((1, 4),)), "dropping a size-1 dim keeps the view"
+    hidden = View.contiguous((1, 3)).pad(((1, 0), (0, 0))).shrink(((0, 1), (0, 3)))   # the size-1 dim is all padding
+    assert hidden.mask == ((1, 1), (0, 3)) and hidden.reshape((3,)) is None, "that padding cannot be dropped"
 
 
 def test_contiguity_and_expansion_flags():
@@ -123,3 +129,5 @@ def test_views_compare_and_hash_by_value():
     b = View((3, 2), (1, 3), 0, None)
     assert a == b and hash(a) == hash(b) and a != View((3, 2), (1, 3), 1, None)
     assert a != "View" and "shape=(3, 2)" in repr(a)
+    others = [View.contiguous((2, 3)), View((3, 2), (1, 3), 1, None), View((3, 2), (1, 3), 0, ((0, 1), (0, 2)))]
+    assert len({hash(v) for v in [a] + others}) == 4, "different views should hash apart (they key caches)"

@@ -117,3 +117,44 @@ def test_crash_in_the_first_save_leaves_nothing(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
     with pytest.raises(checkpoint.CheckpointError, match="not found"):
         load_checkpoint(str(tmp_path / "last"))
+
+
+def test_half_written_checkpoint_is_hidden_while_being_written(tmp_path, monkeypatch):
+    """While files are being written they sit in a dot-folder named after the checkpoint, so a
+    killed process leaves nothing that looks like a checkpoint."""
+    model, optimizer = trained(0)
+    seen = []
+
+    def look_then_crash(*args, **kwargs):
+        seen.extend(os.listdir(tmp_path))
+        raise Crash("injected")
+    monkeypatch.setattr(checkpoint, "save_file", look_then_crash)
+    with pytest.raises(Crash):
+        save_checkpoint(str(tmp_path / "last"), model, optimizer, TOKENIZER, {"iter": 1})
+    assert len(seen) == 1 and seen[0].startswith(".last.tmp-"), seen
+
+
+def test_state_records_the_random_number_generator(tmp_path):
+    model, optimizer = trained(0)
+    Tensor.manual_seed(42)
+    Tensor.rand(5).realize()                          # advance the counter
+    expected = {"seed": Tensor._seed, "counter": Tensor._rng_counter}
+    save_checkpoint(str(tmp_path / "ck"), model, optimizer, TOKENIZER, {"iter": 7})
+    _, _, meta = load_checkpoint(str(tmp_path / "ck"))
+    assert meta["minigrad_rng"] == expected and expected["counter"] > 0
+    assert meta["optimizer"]["step_count"] == 1 and meta["optimizer"]["lr"] == pytest.approx(1e-2)
+
+
+def test_unreadable_checkpoints_name_the_path(tmp_path):
+    with pytest.raises(checkpoint.CheckpointError, match=f"no checkpoint in {tmp_path}.*python -m gpt train"):
+        load_checkpoint(str(tmp_path))
+    model, optimizer = trained(0)
+    path = tmp_path / "ck"
+    save_checkpoint(str(path), model, optimizer, TOKENIZER, {"iter": 1})
+    state = json.loads((path / "state.json").read_text())
+    (path / "state.json").write_text(json.dumps({**state, "format_version": 99}))
+    with pytest.raises(checkpoint.CheckpointError, match=f"{path}: checkpoint format 99 is not 1"):
+        load_checkpoint(str(path))
+    (path / "state.json").write_text("{not json")
+    with pytest.raises(checkpoint.CheckpointError, match=f"cannot read {path / 'state.json'}"):
+        load_checkpoint(str(path))

@@ -79,6 +79,11 @@ def test_cached_logits_equal_forward_logits(prefix):
             logits, cache = model._step(ids[:, t:t + 1], t, cache)
             steps.append(logits)
     assert_same_logits(np.stack(steps, 1), full.numpy()[:, prefix - 1:], "cached steps vs forward()")
+    D, H = model.config.n_embd, model.config.n_head
+    assert all(k.shape == v.shape == (2, H, BLOCK, D // H) for k, v in cache), \
+        "the static cache holds block_size positions at every step"
+    with pytest.raises(ValueError, match="a cached step takes one position, got 2"):
+        model._step(ids[:, :2], 1, cache)
 
 
 def test_first_position_logits_are_finite_and_match():

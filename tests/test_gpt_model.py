@@ -58,11 +58,19 @@ def test_parameter_names_are_gpt2s_and_head_is_tied():
     assert tiny().state_dict()["h.0.attn.c_attn.weight"].shape == (3 * D, D)     # Linear's (out, in)
 
 
+def test_parameter_count_leaves_out_the_position_table():
+    model = tiny()
+    total = sum(v.size for v in model.state_dict().values())
+    assert model.num_parameters(non_embedding=False) == total
+    assert model.num_parameters() == total - T * D, "by default the count leaves out wpe (T x D), as nanoGPT's"
+
+
 def test_no_bias_config_has_no_bias_parameters():
     assert not [n for n in tiny(bias=False).state_dict() if n.endswith(".bias")]
 
 
-def test_changing_later_tokens_leaves_earlier_logits_unchanged():
+def test_changing_later_tokens_leaves_earlier_logits_unchanged(monkeypatch):
+    monkeypatch.setattr("gpt.model._MASKS", {})          # build the causal mask here, not from a cache
     model = tiny()
     x = ids((2, T), 3)
     t = 4
@@ -151,6 +159,12 @@ def test_targets_of_wrong_shape_are_an_error():
 
 
 def test_bad_config_is_an_error():
+    for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+        config = {**dict(vocab_size=5, block_size=4, n_layer=1, n_head=2, n_embd=16), name: 0}
+        with pytest.raises(ValueError, match=f"GPTConfig.{name} must be a positive integer, got 0"):
+            GPTConfig(**config)
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.0"):
+        GPTConfig(vocab_size=5, block_size=4, n_layer=1, n_head=2, n_embd=16, dropout=1.0)
     with pytest.raises(ValueError, match="divisible by n_head"):
         GPTConfig(vocab_size=5, block_size=4, n_layer=1, n_head=3, n_embd=16)
     with pytest.raises(ValueError, match="activation"):

@@ -182,6 +182,21 @@ def test_detect_anomaly_catches_new_inf(device):
     assert os.path.basename(__file__) in str(info.value), str(info.value)
 
 
+def test_anomaly_mode_tells_nan_from_inf_and_passes_inf_it_was_given(device):
+    """The message says NaN or inf and the output shape; an inf that came in (as data, or as a
+    -inf constant from masked_fill) is not an anomaly; integer kernels are not checked."""
+    with minigrad.detect_anomaly():
+        with pytest.raises(FloatingPointError, match=r"\['log'\] produced NaN \(output shape \(2,\)"):
+            Tensor([-1.0, 2.0], device=device).log().numpy()
+        with pytest.raises(FloatingPointError, match=r"\['log'\] produced inf \(output shape \(3,\)"):
+            Tensor([0.0, 1.0, 2.0], device=device).log().numpy()
+        given = Tensor([np.inf, 1.0], device=device)
+        np.testing.assert_array_equal((given * 2 + 1).numpy(), [np.inf, 3.0])
+        masked = Tensor([1.0, 2.0], device=device).masked_fill(Tensor([True, False], device=device), float("-inf"))
+        np.testing.assert_array_equal(masked.numpy(), [-np.inf, 2.0])
+        np.testing.assert_array_equal((Tensor([1, 2], device=device) * 3).numpy(), [3, 6])
+
+
 def test_without_anomaly_mode_nan_is_silent(device):
     got = Tensor([-1.0, 4.0], device=device).log().numpy()
     with np.errstate(invalid="ignore"):

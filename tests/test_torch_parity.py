@@ -427,6 +427,49 @@ def test_optimizer_trajectory(name, device):
     assert opt_ours.step_count == 10, f"step_count {opt_ours.step_count} after 10 steps"
 
 
+def test_optimizer_defaults_are_torchs():
+    import inspect
+    for ours, theirs, names in [(optim.Adam, torch.optim.Adam, ("lr", "betas", "eps", "weight_decay")),
+                                (optim.AdamW, torch.optim.AdamW, ("lr", "betas", "eps", "weight_decay")),
+                                (optim.SGD, torch.optim.SGD, ("momentum", "weight_decay", "nesterov"))]:
+        mine, torchs = (inspect.signature(c).parameters for c in (ours, theirs))
+        for name in names:
+            assert mine[name].default == torchs[name].default, f"{ours.__name__}({name}=...) default differs from torch"
+
+
+@pytest.mark.parametrize("name", ["AdamW", "SGD_momentum_wd"])
+def test_optimizer_state_dict_resumes_the_trajectory(name, device):
+    """3 steps, state_dict(), a fresh optimizer loads it, 2 more steps: the weights of 5 steps in one go."""
+    make_ours = OPTIMIZERS[name][0]
+    x, y = _data(6)
+    xt, yt = Tensor(x, device=device), Tensor(y, device=device)
+
+    def steps(model, opt, n):
+        for _ in range(n):
+            model(xt).cross_entropy(yt).backward()
+            opt.step()
+            opt.zero_grad()
+
+    straight = OurMLP(_init_mlp(6), device)
+    steps(straight, make_ours(straight.parameters()), 5)
+    resumed = OurMLP(_init_mlp(6), device)
+    first = make_ours(resumed.parameters())
+    fresh_state = first.state_dict()["state"]
+    shapes = [p.shape for p in first.params]
+    assert all(v.shape in shapes for v in fresh_state.values()), "state arrays have their parameter's shape"
+    steps(resumed, first, 3)
+    saved = first.state_dict()
+    assert saved["step_count"] == 3 and len(saved["state"]) >= len(first.params)
+    second = make_ours(resumed.parameters())
+    second.load_state_dict(saved)
+    steps(resumed, second, 2)
+    assert second.step_count == 5
+    mine = dict(resumed.named_parameters())
+    for pname, p in straight.named_parameters():
+        np.testing.assert_allclose(mine[pname].numpy(), p.numpy(), rtol=1e-6, atol=1e-7,
+                                   err_msg=f"{name}: {pname} after 3 + 2 steps vs 5 steps")
+
+
 def test_optimizer_lr_change_is_seen(device):
     init = _init_mlp(2)
     ours, theirs = OurMLP(init, device), _torch_mlp(init)

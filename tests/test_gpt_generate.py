@@ -95,6 +95,13 @@ def test_first_position_logits_are_finite_and_match():
     assert_same_logits(logits, full.numpy()[:, 0], "one-token prompt: _step vs forward()")
 
 
+def test_a_one_dimensional_prompt_is_one_sequence():
+    model = tiny()
+    flat = model.generate(np.array([1, 2, 3]), 4, top_k=1)
+    np.testing.assert_array_equal(flat, model.generate(np.array([[1, 2, 3]]), 4, top_k=1))
+    assert flat.shape == (1, 7)
+
+
 def test_generate_leaves_training_mode_as_it_was():
     model = tiny()
     model.generate(np.zeros((1, 1), dtype=np.int64), 2, top_k=1)

@@ -58,6 +58,14 @@ def test_parameter_names_are_gpt2s_and_head_is_tied():
     assert tiny().state_dict()["h.0.attn.c_attn.weight"].shape == (3 * D, D)     # Linear's (out, in)
 
 
+def test_targets_may_be_a_numpy_array():
+    model = tiny()
+    x, y = ids((2, T), 7), ids((2, T), 8)
+    _, from_tensor = model(Tensor(x), Tensor(y))
+    _, from_numpy = model(Tensor(x), y)
+    assert from_numpy.item() == from_tensor.item()
+
+
 def test_parameter_count_leaves_out_the_position_table():
     model = tiny()
     total = sum(v.size for v in model.state_dict().values())

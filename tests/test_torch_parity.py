@@ -428,13 +428,28 @@ def test_optimizer_trajectory(name, device):
 
 
 def test_optimizer_defaults_are_torchs():
-    import inspect
-    for ours, theirs, names in [(optim.Adam, torch.optim.Adam, ("lr", "betas", "eps", "weight_decay")),
-                                (optim.AdamW, torch.optim.AdamW, ("lr", "betas", "eps", "weight_decay")),
-                                (optim.SGD, torch.optim.SGD, ("momentum", "weight_decay", "nesterov"))]:
-        mine, torchs = (inspect.signature(c).parameters for c in (ours, theirs))
-        for name in names:
-            assert mine[name].default == torchs[name].default, f"{ours.__name__}({name}=...) default differs from torch"
+    p = Tensor(np.zeros(3, np.float32), requires_grad=True)
+    for ours, theirs in [(optim.Adam(p), torch.optim.Adam([torch.zeros(3)])),
+                         (optim.AdamW(p), torch.optim.AdamW([torch.zeros(3)]))]:
+        d = theirs.defaults
+        assert (ours.lr, (ours.b1, ours.b2), ours.eps, ours.weight_decay) == \
+            (d["lr"], d["betas"], d["eps"], d["weight_decay"]), f"{type(ours).__name__} defaults differ from torch's"
+    sgd, d = optim.SGD(p), torch.optim.SGD([torch.zeros(3)]).defaults
+    assert (sgd.momentum, sgd.weight_decay, sgd.nesterov) == (d["momentum"], d["weight_decay"], d["nesterov"])
+    with pytest.raises(ValueError, match="optimizer got no parameters that require grad"):
+        optim.SGD([Tensor(np.zeros(3, np.float32))])
+
+
+def test_adam_state_keeps_the_parameters_dtype(device):
+    p = Tensor(np.ones(4), device=device, requires_grad=True)                  # float64
+    opt = optim.AdamW([p], lr=0.1)
+    (p * Tensor(np.arange(4.0), device=device)).sum().backward()
+    opt.step()
+    assert p.dtype == np.float64 and all(a.dtype == np.float64 for a in opt.state_dict()["state"].values())
+
+
+def test_clip_grad_norm_without_gradients_is_zero():
+    assert optim.clip_grad_norm_([Tensor(np.ones(3, np.float32), requires_grad=True)], 1.0).item() == 0.0
 
 
 @pytest.mark.parametrize("name", ["AdamW", "SGD_momentum_wd"])

@@ -158,3 +158,12 @@ def test_unreadable_checkpoints_name_the_path(tmp_path):
     (path / "state.json").write_text("{not json")
     with pytest.raises(checkpoint.CheckpointError, match=f"cannot read {path / 'state.json'}"):
         load_checkpoint(str(path))
+
+
+def test_a_checkpoint_loads_onto_the_device_asked_for(tmp_path, cl):
+    model, optimizer = trained(0)
+    save_checkpoint(str(tmp_path / "ck"), model, optimizer, TOKENIZER, {"iter": 1})
+    loaded, _, _ = load_checkpoint(str(tmp_path / "ck"), device="cl")
+    assert loaded.device == "cl" and all(p.device == "cl" for p in loaded.parameters())
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(loaded.state_dict()[name], value, err_msg=name)

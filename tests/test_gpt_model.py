@@ -48,6 +48,22 @@ def test_forward_and_gradients_match_pytorch(activation):
         np.testing.assert_allclose(p.grad.numpy(), ref_grads[name], atol=2e-5, err_msg=f"gradient of {name}")
 
 
+@pytest.mark.parametrize("activation,approximate", [("gelu", "none"), ("gelu_tanh", "tanh")])
+def test_mlp_uses_the_configured_gelu(activation, approximate):
+    """With GPT-2's small init the two GELUs differ by ~1e-6: scale c_fc so they cannot hide."""
+    mlp = tiny(activation=activation).h[0].mlp
+    w = mlp.c_fc.weight.numpy() * 50
+    mlp.c_fc.weight = Tensor(w)
+    x = np.random.default_rng(9).standard_normal((2, 3, D)).astype(np.float32)
+    got = mlp(Tensor(x)).numpy()
+    h = {a: F.gelu(F.linear(torch.tensor(x, dtype=torch.float64), torch.tensor(w, dtype=torch.float64)), approximate=a)
+         for a in ("none", "tanh")}
+    out = {a: F.linear(v, torch.tensor(mlp.c_proj.weight.numpy(), dtype=torch.float64)).numpy() for a, v in h.items()}
+    other = "tanh" if approximate == "none" else "none"
+    np.testing.assert_allclose(got, out[approximate], atol=2e-6, err_msg=f"{activation}: MLP vs torch")
+    assert np.abs(out[approximate] - out[other]).max() > 2e-5, "the test cannot tell the two GELUs apart"
+
+
 def test_parameter_names_are_gpt2s_and_head_is_tied():
     names = set(tiny().state_dict())
     expected = {"wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias"}

@@ -47,6 +47,7 @@ def check_grad(fn, *arrays, device, dtypes=None, h=1e-5, rtol=1e-5, atol=1e-7, s
         analytic = tensor.grad.numpy()
         assert analytic.shape == array.shape, f"input {k}: grad shape {analytic.shape} != input shape {array.shape}"
         assert analytic.dtype == array.dtype, f"input {k}: grad dtype {analytic.dtype} != input dtype {array.dtype}"
+        assert tensor.grad.device == tensor.device, f"input {k}: gradient on {tensor.grad.device}, input on {tensor.device}"
         numeric = np.zeros(array.shape)
         for idx in np.ndindex(*array.shape):
             values, points = [], []

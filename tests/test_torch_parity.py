@@ -427,7 +427,7 @@ def test_optimizer_trajectory(name, device):
     assert opt_ours.step_count == 10, f"step_count {opt_ours.step_count} after 10 steps"
 
 
-def test_optimizer_defaults_are_torchs():
+def test_optimizer_defaults_match_torch_optim():
     p = Tensor(np.zeros(3, np.float32), requires_grad=True)
     for ours, theirs in [(optim.Adam(p), torch.optim.Adam([torch.zeros(3)])),
                          (optim.AdamW(p), torch.optim.AdamW([torch.zeros(3)]))]:

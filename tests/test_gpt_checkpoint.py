@@ -7,6 +7,7 @@ iteration, and (but for the interrupted swap, which loading resolves) the folder
 it was: no temporary directory left behind.  A save written in place fails these tests."""
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -146,17 +147,17 @@ def test_state_records_the_random_number_generator(tmp_path):
 
 
 def test_unreadable_checkpoints_name_the_path(tmp_path):
-    with pytest.raises(checkpoint.CheckpointError, match=f"no checkpoint in {tmp_path}.*python -m gpt train"):
+    with pytest.raises(checkpoint.CheckpointError, match=f"no checkpoint in {re.escape(str(tmp_path))}.*python -m gpt train"):
         load_checkpoint(str(tmp_path))
     model, optimizer = trained(0)
     path = tmp_path / "ck"
     save_checkpoint(str(path), model, optimizer, TOKENIZER, {"iter": 1})
     state = json.loads((path / "state.json").read_text())
     (path / "state.json").write_text(json.dumps({**state, "format_version": 99}))
-    with pytest.raises(checkpoint.CheckpointError, match=f"{path}: checkpoint format 99 is not 1"):
+    with pytest.raises(checkpoint.CheckpointError, match=re.escape(str(path)) + ".*checkpoint format 99 is not 1"):
         load_checkpoint(str(path))
     (path / "state.json").write_text("{not json")
-    with pytest.raises(checkpoint.CheckpointError, match=f"cannot read {path / 'state.json'}"):
+    with pytest.raises(checkpoint.CheckpointError, match=f"cannot read {re.escape(str(path / 'state.json'))}"):
         load_checkpoint(str(path))
 
 

@@ -100,9 +100,9 @@ def test_reshape_merging_permuted_dims_needs_a_copy():
     assert hidden.mask == ((1, 1), (0, 3)) and hidden.reshape((3,)) is None, "that padding cannot be dropped"
 
 
-def test_contiguity_and_expansion_flags():
+def test_contiguity_and_sizes():
     base = View.contiguous((3, 4))
-    assert base.is_contiguous and not base.has_expand and base.size == 12
+    assert base.is_contiguous and base.size == 12
     assert base.strides == contiguous_strides((3, 4)) == (4, 1)
     assert contiguous_strides((3, 1, 4)) == (4, 0, 1), "a dim of size 1 gets stride 0"
     assert not base.permute((1, 0)).is_contiguous
@@ -110,8 +110,7 @@ def test_contiguity_and_expansion_flags():
     assert not base.pad(((0, 1), (0, 0))).is_contiguous
     assert base.reshape((1, 12)).is_contiguous and base.reshape((12,)).is_contiguous
     expanded = View.contiguous((3, 1)).expand((3, 5))
-    assert expanded.has_expand and not expanded.is_contiguous and expanded.strides == (1, 0)
-    assert not View.contiguous((3, 1)).has_expand
+    assert not expanded.is_contiguous and expanded.strides == (1, 0) and expanded.size == 15
 
 
 def test_padding_nothing_leaves_no_mask_and_unmasked_drops_the_padding():

@@ -6,11 +6,23 @@ import torch
 import torch.nn.functional as F
 
 
+def torch_sinusoid(T: int, D: int) -> torch.Tensor:
+    """W_p[t, 2i] = sin(t / 10000^(2i/D)), W_p[t, 2i+1] = cos(t / 10000^(2i/D)), written per element."""
+    W = torch.zeros(T, D, dtype=torch.float64)
+    for t in range(T):
+        for j in range(D):
+            angle = t / 10000 ** ((j - j % 2) / D)
+            W[t, j] = math.sin(angle) if j % 2 == 0 else math.cos(angle)
+    return W
+
+
 def torch_logits(P: dict, config, idx: torch.Tensor, activation: str = "none") -> torch.Tensor:
-    """idx (B, T) -> logits (B, T, V) from parameters P (GPT-2 names, torch tensors)."""
+    """idx (B, T) -> logits (B, T, V) from parameters P (GPT-2 names, torch tensors).  Without
+    wpe.weight the positions are the sinusoid; with lm_head.weight the head is its own W_s."""
     B, T = idx.shape
     D, H, eps = config.n_embd, config.n_head, config.layer_norm_eps
-    x = P["wte.weight"][idx] + P["wpe.weight"][:T]                              # (B, T, D)
+    W_p = P["wpe.weight"][:T] if "wpe.weight" in P else torch_sinusoid(T, D).to(P["wte.weight"].dtype)
+    x = P["wte.weight"][idx] + W_p                                              # (B, T, D)
     mask = torch.triu(torch.ones(T, T, dtype=torch.bool), 1)                   # (T, T): the future
     for i in range(config.n_layer):
         p = lambda n: P.get(f"h.{i}.{n}")  # noqa: E731  (None where the model has no bias)
@@ -23,4 +35,4 @@ def torch_logits(P: dict, config, idx: torch.Tensor, activation: str = "none") -
         h = F.gelu(F.linear(z, p("mlp.c_fc.weight"), p("mlp.c_fc.bias")), approximate=activation)
         x = x + F.linear(h, p("mlp.c_proj.weight"), p("mlp.c_proj.bias"))
     x = F.layer_norm(x, (D,), P["ln_f.weight"], P.get("ln_f.bias"), eps)
-    return x @ P["wte.weight"].T                                                # (B, T, V), tied head
+    return x @ P.get("lm_head.weight", P["wte.weight"]).T                      # (B, T, V)

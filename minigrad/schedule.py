@@ -14,7 +14,10 @@ Fusion comes from a few rules about which nodes get a buffer of their own
      (so `mean = sum * (1/D)` broadcast back over D fuses into its consumer; cheap ops
      are recomputed per element read rather than given a buffer and a pass of their own);
   5. expression trees deeper than MAX_FUSED_DEPTH are cut, so kernels stay small;
-  6. constants are never materialized: they become literals in the expression.
+  6. a constant becomes a literal in the expression, except where a kernel must read it as
+     data: through padding (outside the mask it reads 0, not the constant) or as the input of a
+     reduce.  Then it is filled into a one-element buffer (a small kernel with no inputs) that
+     the view reads with stride 0: `Tensor.ones(3, 4).sum()` is two kernels, the fill and the sum.
 
 In anomaly mode (debug.detect_anomaly) nothing fuses, so each op can be checked alone.
 """

@@ -22,6 +22,13 @@ def contiguous_strides(shape: Shape) -> Tuple[int, ...]:
     return tuple(reversed(strides))
 
 
+def _useful_mask(mask, shape: Shape) -> Optional[Tuple[Tuple[int, int], ...]]:
+    """Drop a mask that lets everything through, so unpadded views stay mask-free."""
+    if mask is None or all(m == (0, n) for m, n in zip(mask, shape)):
+        return None
+    return tuple(mask)
+
+
 class View:
     """Immutable by convention: every movement op returns a new View."""
     __slots__ = ("shape", "strides", "offset", "mask")
@@ -54,12 +61,6 @@ class View:
         return self.offset == 0 and self.mask is None and all(
             st == cs for st, cs, n in zip(self.strides, contiguous_strides(self.shape), self.shape) if n != 1)
 
-    def _with_mask(self, mask) -> Optional[Tuple[Tuple[int, int], ...]]:
-        """Drop a mask that lets everything through, so unpadded views stay mask-free."""
-        if mask is None or all(m == (0, n) for m, n in zip(mask, self.shape)):
-            return None
-        return tuple(mask)
-
     # ---- the movement ops ------------------------------------------------------
     def permute(self, order: Tuple[int, ...]) -> "View":
         mask = tuple(self.mask[i] for i in order) if self.mask else None
@@ -71,8 +72,7 @@ class View:
             strides.append(self.strides[i] if old == new else 0)
             m = self.mask[i] if self.mask else (0, old)
             mask.append(m if old == new else ((0, new) if m == (0, 1) else (0, 0)))
-        v = View(tuple(new_shape), tuple(strides), self.offset)
-        return View(v.shape, v.strides, v.offset, v._with_mask(mask))
+        return View(tuple(new_shape), tuple(strides), self.offset, _useful_mask(mask, new_shape))
 
     def shrink(self, bounds: Tuple[Tuple[int, int], ...]) -> "View":
         offset = self.offset + sum(start * st for (start, _), st in zip(bounds, self.strides))
@@ -81,16 +81,14 @@ class View:
         if self.mask:
             mask = tuple((min(max(m0 - start, 0), n), min(max(m1 - start, 0), n))
                          for (m0, m1), (start, _), n in zip(self.mask, bounds, shape))
-        v = View(shape, self.strides, offset)
-        return View(shape, self.strides, offset, v._with_mask(mask))
+        return View(shape, self.strides, offset, _useful_mask(mask, shape))
 
     def pad(self, padding: Tuple[Tuple[int, int], ...]) -> "View":
         offset = self.offset - sum(before * st for (before, _), st in zip(padding, self.strides))
         shape = tuple(n + before + after for n, (before, after) in zip(self.shape, padding))
         old_mask = self.mask or tuple((0, n) for n in self.shape)
         mask = tuple((m0 + before, m1 + before) for (m0, m1), (before, _) in zip(old_mask, padding))
-        v = View(shape, self.strides, offset)
-        return View(shape, self.strides, offset, v._with_mask(mask))
+        return View(shape, self.strides, offset, _useful_mask(mask, shape))
 
     def flip(self, axes: Tuple[int, ...]) -> "View":
         """Read the given axes backwards: start at the last element, step by -stride."""
@@ -113,8 +111,7 @@ class View:
         mask = None
         if self.mask:
             mask = tuple((-(-lo // s), -(-hi // s)) for (lo, hi), s in zip(self.mask, steps))
-        v = View(shape, strides, self.offset)
-        return View(shape, strides, self.offset, v._with_mask(mask))
+        return View(shape, strides, self.offset, _useful_mask(mask, shape))
 
     def reshape(self, new_shape: Shape) -> Optional["View"]:
         """The view of new_shape reading the same elements in the same order, or None when

@@ -33,3 +33,7 @@ def test_attention_maps_match_numpy():
     np.testing.assert_allclose(maps[0], expected, atol=1e-5, err_msg="block 0 attention: minigrad vs numpy")
     assert np.abs(maps[0][..., np.triu(np.ones((6, 6), bool), 1)]).max() == 0      # no weight on the future
     assert not model.h[0].attn.keep_weights and model.h[0].attn.weights is None    # nothing left behind
+    assert model.training is True, "attention_maps puts the model back in training mode"
+    model.eval()
+    model.attention_maps(idx)
+    assert model.training is False, "... and leaves an eval-mode model in eval mode"

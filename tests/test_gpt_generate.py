@@ -1,5 +1,7 @@
-"""Generation: the KV cache gives the same tokens as re-running the whole window every step
-(also once the context slides past block_size), and the sampler's top_k / temperature / seed."""
+"""Generation: the KV cache gives the same tokens and logits as re-running the whole window
+every step (also once the context slides past block_size), and the sampler's top_k /
+temperature / seed.  Logits are compared with NaN never equal to NaN, and must be finite: a
+mask that hides a position from itself makes every logit NaN in both paths alike."""
 import numpy as np
 import pytest
 
@@ -27,17 +29,40 @@ def generate_without_cache(model, ids, n):
     with no_grad():
         for _ in range(n):
             logits, _ = model(Tensor(ids[:, -BLOCK:]))
-            ids = np.concatenate([ids, logits.numpy()[:, -1].argmax(-1)[:, None]], axis=1)
+            logits = logits.numpy()
+            assert np.isfinite(logits).all(), "forward() gave non-finite logits"
+            ids = np.concatenate([ids, logits[:, -1].argmax(-1)[:, None]], axis=1)
     return ids
 
 
+def count_cached_steps(model):
+    """Wrap model._step to count the decoding steps that used the cache (one new position)."""
+    calls = []
+    step = model._step
+
+    def counting(ids, offset, past):
+        calls.append(past is not None)
+        return step(ids, offset, past)
+    model._step = counting
+    return calls
+
+
+def assert_same_logits(actual, desired, what):
+    assert np.isfinite(desired).all(), f"{what}: the reference logits are not finite"
+    np.testing.assert_allclose(actual, desired, atol=1e-5, equal_nan=False, err_msg=what)
+
+
+# prompt shorter than the window: the cache serves every step until it is full (BLOCK - len steps),
+# then the window slides; a prompt longer than the window refills at every step (no cached step)
 @pytest.mark.parametrize("prompt_len", [1, 3, BLOCK + 2])
 @pytest.mark.parametrize("options", OPTIONS, ids=OPTION_IDS)
 def test_kv_cache_matches_full_recomputation_greedy(prompt_len, options):
     model = tiny(**options)
     prompt = np.random.default_rng(prompt_len).integers(0, V, size=(2, prompt_len))
     n = 2 * BLOCK + 3                                  # runs well past block_size: the window slides
+    cached_steps = count_cached_steps(model)
     cached = model.generate(prompt, n, top_k=1)
+    assert sum(cached_steps) == max(BLOCK - prompt_len, 0), f"cached steps: {cached_steps}"
     reference = generate_without_cache(model, prompt, n)
     assert cached.shape == (2, prompt_len + n)
     assert min(len(set(row[prompt_len:].tolist())) for row in reference) > 2, "degenerate reference"
@@ -45,18 +70,40 @@ def test_kv_cache_matches_full_recomputation_greedy(prompt_len, options):
 
 
 @pytest.mark.parametrize("options", OPTIONS, ids=OPTION_IDS)
-def test_cached_logits_equal_forward_logits(options):
+@pytest.mark.parametrize("prefix", [1, 3])
+def test_cached_logits_equal_forward_logits(options, prefix):
     """The cache's one-position steps give the logits forward() gives at that position."""
     model = tiny(**options)
-    ids = np.random.default_rng(0).integers(0, V, size=(1, BLOCK))
+    ids = np.random.default_rng(prefix).integers(0, V, size=(2, BLOCK))
     full, _ = model(Tensor(ids))
     with no_grad():
-        logits, cache = model._step(ids[:, :3], 0, None)
+        logits, cache = model._step(ids[:, :prefix], 0, None)
         steps = [logits]
-        for t in range(3, BLOCK):
+        for t in range(prefix, BLOCK):
             logits, cache = model._step(ids[:, t:t + 1], t, cache)
             steps.append(logits)
-    np.testing.assert_allclose(np.stack(steps, 1)[0], full.numpy()[0, 2:], atol=1e-5)
+    assert_same_logits(np.stack(steps, 1), full.numpy()[:, prefix - 1:], "cached steps vs forward()")
+    D, H = model.config.n_embd, model.config.n_head
+    assert all(k.shape == v.shape == (2, H, BLOCK, D // H) for k, v in cache), \
+        "the static cache holds block_size positions at every step"
+    with pytest.raises(ValueError, match="a cached step takes one position, got 2"):
+        model._step(ids[:, :2], 1, cache)
+
+
+def test_first_position_logits_are_finite_and_match():
+    """Position 0 attends to itself only: with the diagonal masked its softmax is 0/0."""
+    model = tiny()
+    ids = np.random.default_rng(5).integers(0, V, size=(3, 1))
+    full, _ = model(Tensor(ids))
+    logits, _ = model._step(ids, 0, None)
+    assert_same_logits(logits, full.numpy()[:, 0], "one-token prompt: _step vs forward()")
+
+
+def test_a_one_dimensional_prompt_is_one_sequence():
+    model = tiny()
+    flat = model.generate(np.array([1, 2, 3]), 4, top_k=1)
+    np.testing.assert_array_equal(flat, model.generate(np.array([[1, 2, 3]]), 4, top_k=1))
+    assert flat.shape == (1, 7)
 
 
 def test_generate_leaves_training_mode_as_it_was():

@@ -11,6 +11,7 @@ from minigrad import Tensor
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
+from torch_gpt import torch_logits, torch_sinusoid  # noqa: E402  (after the importorskip)
 
 V, T, L, H, D = 13, 8, 2, 2, 16
 
@@ -24,37 +25,11 @@ def ids(shape, seed=0, high=V):
     return np.random.default_rng(seed).integers(0, high, size=shape)
 
 
-def torch_sinusoid(T_, D_):
-    """W_p[t, 2i] = sin(t / 10000^(2i/D)), W_p[t, 2i+1] = cos(t / 10000^(2i/D)), written per element."""
-    W = torch.zeros(T_, D_, dtype=torch.float64)
-    for t in range(T_):
-        for j in range(D_):
-            angle = t / 10000 ** ((j - j % 2) / D_)
-            W[t, j] = math.sin(angle) if j % 2 == 0 else math.cos(angle)
-    return W
-
-
-def torch_gpt(state, idx, targets, activation="none", eps=1e-5):
-    """The same decoder written directly in PyTorch from the state dict: the oracle.  Without
-    wpe.weight the positions are the sinusoid; with lm_head.weight the head is its own W_s."""
-    P = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in state.items()}
-    B, T_ = idx.shape
-    W_p = P["wpe.weight"][:T_] if "wpe.weight" in P else torch_sinusoid(T_, D)
-    x = P["wte.weight"][torch.tensor(idx)] + W_p
-    mask = torch.triu(torch.ones(T_, T_, dtype=torch.bool), 1)
-    for i in range(L):
-        p = lambda n: P[f"h.{i}.{n}"]  # noqa: E731
-        z = F.layer_norm(x, (D,), p("ln_1.weight"), p("ln_1.bias"), eps)
-        q, k, v = F.linear(z, p("attn.c_attn.weight"), p("attn.c_attn.bias")).split(D, 2)
-        q, k, v = (t.view(B, T_, H, D // H).transpose(1, 2) for t in (q, k, v))
-        att = ((q @ k.transpose(-2, -1)) / math.sqrt(D // H)).masked_fill(mask, float("-inf")).softmax(-1)
-        x = x + F.linear((att @ v).transpose(1, 2).reshape(B, T_, D), p("attn.c_proj.weight"), p("attn.c_proj.bias"))
-        z = F.layer_norm(x, (D,), p("ln_2.weight"), p("ln_2.bias"), eps)
-        h = F.gelu(F.linear(z, p("mlp.c_fc.weight"), p("mlp.c_fc.bias")), approximate=activation)
-        x = x + F.linear(h, p("mlp.c_proj.weight"), p("mlp.c_proj.bias"))
-    x = F.layer_norm(x, (D,), P["ln_f.weight"], P["ln_f.bias"], eps)
-    logits = x @ P.get("lm_head.weight", P["wte.weight"]).T
-    loss = F.cross_entropy(logits.reshape(B * T_, -1), torch.tensor(targets).reshape(-1))
+def torch_gpt(model, idx, targets, activation="none"):
+    """The PyTorch oracle (tests/torch_gpt.py) in float64: logits, loss and every gradient."""
+    P = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in model.state_dict().items()}
+    logits = torch_logits(P, model.config, torch.tensor(idx), activation)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.tensor(targets).reshape(-1))
     loss.backward()
     return logits.detach().numpy(), loss.item(), {k: t.grad.numpy() for k, t in P.items()}
 
@@ -66,13 +41,29 @@ def test_forward_and_gradients_match_pytorch(activation, options):
     x, y = ids((3, T), 1), ids((3, T), 2)
     logits, loss = model(Tensor(x), Tensor(y))
     loss.backward()
-    ref_logits, ref_loss, ref_grads = torch_gpt(model.state_dict(), x, y,
+    ref_logits, ref_loss, ref_grads = torch_gpt(model, x, y,
                                                 "tanh" if activation == "gelu_tanh" else "none")
     assert logits.shape == (3, T, V)
     np.testing.assert_allclose(logits.numpy(), ref_logits, atol=1e-5, err_msg="logits differ from PyTorch")
     assert loss.item() == pytest.approx(ref_loss, abs=1e-5)
     for name, p in model.named_parameters():
         np.testing.assert_allclose(p.grad.numpy(), ref_grads[name], atol=2e-5, err_msg=f"gradient of {name}")
+
+
+@pytest.mark.parametrize("activation,approximate", [("gelu", "none"), ("gelu_tanh", "tanh")])
+def test_mlp_uses_the_configured_gelu(activation, approximate):
+    """With GPT-2's small init the two GELUs differ by ~1e-6: scale c_fc so they cannot hide."""
+    mlp = tiny(activation=activation).h[0].mlp
+    w = mlp.c_fc.weight.numpy() * 50
+    mlp.c_fc.weight = Tensor(w)
+    x = np.random.default_rng(9).standard_normal((2, 3, D)).astype(np.float32)
+    got = mlp(Tensor(x)).numpy()
+    h = {a: F.gelu(F.linear(torch.tensor(x, dtype=torch.float64), torch.tensor(w, dtype=torch.float64)), approximate=a)
+         for a in ("none", "tanh")}
+    out = {a: F.linear(v, torch.tensor(mlp.c_proj.weight.numpy(), dtype=torch.float64)).numpy() for a, v in h.items()}
+    other = "tanh" if approximate == "none" else "none"
+    np.testing.assert_allclose(got, out[approximate], atol=2e-6, err_msg=f"{activation}: MLP vs torch")
+    assert np.abs(out[approximate] - out[other]).max() > 2e-5, "the test cannot tell the two GELUs apart"
 
 
 def test_parameter_names_are_gpt2s_and_head_is_tied():
@@ -85,12 +76,28 @@ def test_parameter_names_are_gpt2s_and_head_is_tied():
     assert tiny().state_dict()["h.0.attn.c_attn.weight"].shape == (3 * D, D)     # Linear's (out, in)
 
 
+def test_targets_may_be_a_numpy_array():
+    model = tiny()
+    x, y = ids((2, T), 7), ids((2, T), 8)
+    _, from_tensor = model(Tensor(x), Tensor(y))
+    _, from_numpy = model(Tensor(x), y)
+    assert from_numpy.item() == from_tensor.item()
+
+
+def test_parameter_count_leaves_out_the_position_table():
+    model = tiny()
+    total = sum(v.size for v in model.state_dict().values())
+    assert model.num_parameters(non_embedding=False) == total
+    assert model.num_parameters() == total - T * D, "by default the count leaves out wpe (T x D), as nanoGPT's"
+
+
 def test_no_bias_config_has_no_bias_parameters():
     assert not [n for n in tiny(bias=False).state_dict() if n.endswith(".bias")]
 
 
 @pytest.mark.parametrize("options", OPTIONS, ids=OPTION_IDS)
-def test_changing_later_tokens_leaves_earlier_logits_unchanged(options):
+def test_changing_later_tokens_leaves_earlier_logits_unchanged(options, monkeypatch):
+    monkeypatch.setattr("gpt.model._MASKS", {})          # build the causal mask here, not from a cache
     model = tiny(**options)
     x = ids((2, T), 3)
     t = 4
@@ -180,6 +187,12 @@ def test_targets_of_wrong_shape_are_an_error():
 
 
 def test_bad_config_is_an_error():
+    for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+        config = {**dict(vocab_size=5, block_size=4, n_layer=1, n_head=2, n_embd=16), name: 0}
+        with pytest.raises(ValueError, match=f"GPTConfig.{name} must be a positive integer, got 0"):
+            GPTConfig(**config)
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.0"):
+        GPTConfig(vocab_size=5, block_size=4, n_layer=1, n_head=2, n_embd=16, dropout=1.0)
     with pytest.raises(ValueError, match="divisible by n_head"):
         GPTConfig(vocab_size=5, block_size=4, n_layer=1, n_head=3, n_embd=16)
     with pytest.raises(ValueError, match="activation"):

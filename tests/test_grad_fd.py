@@ -17,36 +17,47 @@ F64 = np.float64
 
 
 def _inputs(arrays, device, requires_grad):
-    return [Tensor(a, dtype=F64, device=device, requires_grad=requires_grad) for a in arrays]
+    return [Tensor(a, dtype=a.dtype, device=device, requires_grad=requires_grad and a.dtype.kind == "f")
+            for a in arrays]
 
 
-def check_grad(fn, *arrays, device, h=1e-5, rtol=1e-5, atol=1e-7, seed=1234):
-    """Assert that minigrad's gradient of sum(fn(*arrays) * W) matches central differences."""
-    arrays = [np.array(a, dtype=F64) for a in arrays]
+def check_grad(fn, *arrays, device, dtypes=None, h=1e-5, rtol=1e-5, atol=1e-7, seed=1234):
+    """Assert that minigrad's gradient of sum(fn(*arrays) * W) matches central differences.
+    Inputs are float64 unless `dtypes` says otherwise (mixed-dtype cases); integer inputs get
+    no gradient, and each float input's gradient must have that input's dtype."""
+    dtypes = dtypes or [F64] * len(arrays)
+    arrays = [np.array(a, dtype=dtype) for a, dtype in zip(arrays, dtypes)]
     with minigrad.no_grad():
         out = fn(*_inputs(arrays, device, False))      # lazy: only its shape and dtype are read
-    assert out.dtype == F64, f"fn returned {out.dtype}, expected float64 (inputs are float64)"
+    if all(a.dtype == F64 for a in arrays):
+        assert out.dtype == F64, f"fn returned {out.dtype}, expected float64 (inputs are float64)"
     weights = np.random.default_rng(seed).standard_normal(out.shape)
 
     def loss(tensors):
-        return (fn(*tensors) * Tensor(weights, dtype=F64, device=device)).sum()
+        return (fn(*tensors).cast(F64) * Tensor(weights, dtype=F64, device=device)).sum()
 
     tensors = _inputs(arrays, device, True)
     total = loss(tensors)
     total.backward()
     for k, (array, tensor) in enumerate(zip(arrays, tensors)):
+        if array.dtype.kind != "f":
+            assert tensor.grad is None, f"integer input {k} got a gradient"
+            continue
         assert tensor.grad is not None, f"input {k} (shape {array.shape}) got no gradient"
         analytic = tensor.grad.numpy()
         assert analytic.shape == array.shape, f"input {k}: grad shape {analytic.shape} != input shape {array.shape}"
-        numeric = np.zeros_like(array)
+        assert analytic.dtype == array.dtype, f"input {k}: grad dtype {analytic.dtype} != input dtype {array.dtype}"
+        assert tensor.grad.device == tensor.device, f"input {k}: gradient on {tensor.grad.device}, input on {tensor.device}"
+        numeric = np.zeros(array.shape)
         for idx in np.ndindex(*array.shape):
-            values = []
+            values, points = [], []
             for step in (h, -h):
                 shifted = [a.copy() for a in arrays]
-                shifted[k][idx] += step
+                shifted[k][idx] += step                    # rounded to the input's dtype:
+                points.append(float(shifted[k][idx]))      # divide by the step actually taken
                 with minigrad.no_grad():
                     values.append(loss(_inputs(shifted, device, False)).item())
-            numeric[idx] = (values[0] - values[1]) / (2 * h)
+            numeric[idx] = (values[0] - values[1]) / (points[0] - points[1])
         np.testing.assert_allclose(
             analytic, numeric, rtol=rtol, atol=atol,
             err_msg=f"input {k} of shape {array.shape}: analytic gradient (actual) vs central differences (desired)")
@@ -392,6 +403,44 @@ def test_mlp_block(device):
         return (h @ w2.T).cross_entropy(Tensor(targets, device=x.device))
     check_grad(net, randn(3, 4, seed=65), randn(5, 4, seed=66), randn(5, seed=67), randn(3, 5, seed=68),
                device=device)
+
+
+# ---- dtypes: Cast and mixed-dtype arithmetic -----------------------------------------------------
+# A float32 input's step is rounded to float32, so the difference divides by the step actually
+# taken.  Where the function itself computes in float32, its rounding (~1e-7) swamps a small step:
+# those cases take h = 1e-2 and are at most quadratic in each input, where central differences
+# are exact; the float64 computations keep a small step.
+F32, I64 = np.float32, np.int64
+MIXED = {
+    "f32 * f64": (lambda x, y: x * y, (F32, F64), 1e-2),
+    "f64 / f32": (lambda x, y: x / y, (F64, F32), 1e-4),
+    "f32 - f64 broadcast": (lambda x, y: x - y.exp(), (F32, F64), 1e-4),
+    "cast f32 up": (lambda x, y: x.cast(F64).exp() * y, (F32, F64), 1e-4),
+    "cast f64 down": (lambda x, y: x.cast(F32) * y, (F64, F32), 1e-2),
+    "round trip": (lambda x, y: x.cast(F32).cast(F64) * y, (F64, F64), 1e-2),
+    "int * f64": (lambda i, y: i * y.exp(), (I64, F64), 1e-4),
+    "f32 + int": (lambda x, i: x * x + i, (F32, I64), 1e-2),
+    "f32 / int": (lambda x, i: x / i, (F32, I64), 1e-2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MIXED))
+def test_mixed_dtypes(name, device):
+    fn, dtypes, h = MIXED[name]
+    x = np.random.default_rng(70).integers(1, 4, (3, 4)) if dtypes[0] == I64 else away_from_zero(3, 4, seed=70)
+    y = np.random.default_rng(71).integers(1, 4, (4,)) if dtypes[1] == I64 else away_from_zero(4, seed=71, margin=0.5)
+    check_grad(fn, x, y, device=device, dtypes=dtypes, h=h, rtol=1e-4, atol=1e-5)
+
+
+def test_float32_times_float64_gradient_values(device):
+    """The issue's example, spelled out: d(sum x*y)/dx = y, in x's own dtype."""
+    x = Tensor(np.array([1.0, 2.0], np.float32), device=device, requires_grad=True)
+    y = Tensor(np.array([3.0, 4.0]), device=device, requires_grad=True)
+    (x * y).sum().backward()
+    assert (x * y).dtype == np.float64
+    np.testing.assert_array_equal(x.grad.numpy(), np.array([3.0, 4.0], np.float32))
+    np.testing.assert_array_equal(y.grad.numpy(), [1.0, 2.0])
+    assert x.grad.dtype == np.float32 and y.grad.dtype == np.float64
 
 
 def test_copy_between_devices(device):

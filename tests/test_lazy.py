@@ -199,6 +199,23 @@ def test_detect_anomaly_catches_new_inf(device):
     assert os.path.basename(__file__) in str(info.value), str(info.value)
 
 
+def test_anomaly_mode_tells_nan_from_inf_and_passes_inf_it_was_given(device):
+    """The message says NaN or inf and the output shape; an inf that came in (as data, or as a
+    -inf constant from masked_fill) is not an anomaly; integer kernels are not checked."""
+    with minigrad.detect_anomaly():
+        with pytest.raises(FloatingPointError, match=r"\['log'\] produced NaN \(output shape \(2,\), input shapes \[\(2,\)\]"):
+            Tensor([-1.0, 2.0], device=device).log().numpy()
+        with pytest.raises(FloatingPointError, match=r"\['log'\] produced inf \(output shape \(3,\)"):
+            Tensor([0.0, 1.0, 2.0], device=device).log().numpy()
+        given = Tensor([np.inf, 1.0], device=device)
+        np.testing.assert_array_equal((given * 2 + 1).numpy(), [np.inf, 3.0])
+        masked = Tensor([1.0, 2.0], device=device).masked_fill(Tensor([True, False], device=device), float("-inf"))
+        np.testing.assert_array_equal(masked.numpy(), [-np.inf, 2.0])
+        np.testing.assert_array_equal((Tensor([1, 2], device=device) * 3).numpy(), [3, 6])
+        with pytest.raises(FloatingPointError, match=r"\['log'\] produced NaN"):   # nothing fuses: log is blamed alone
+            (Tensor([-1.0, 2.0], device=device) * 2).log().exp().numpy()
+
+
 def test_without_anomaly_mode_nan_is_silent(device):
     got = Tensor([-1.0, 4.0], device=device).log().numpy()
     with np.errstate(invalid="ignore"):
@@ -328,3 +345,71 @@ def test_numpy_backend_blocks_equal_whole_evaluation(monkeypatch, rng):
     ]
     for ours, expected in cases:
         np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_constants_are_literals_unless_padded_or_reduced():
+    """schedule.py rule 6: a constant is a literal in its consumer's expression; padded or
+    reduced, it is first filled into a one-element buffer (one small kernel, no inputs)."""
+    plain = schedule_of(Tensor.ones(3, 4) * 2 + 1)
+    assert len(plain) == 1 and plain[0].inputs == [], plain
+    for name, t, consumer in [("sum", Tensor.ones(3, 4).sum(), "reduce"),
+                              ("pad", Tensor.ones(3, 4).pad(((1, 1), (0, 0))) * 2, "elementwise")]:
+        fill, use = schedule_of(t)
+        assert fill.inputs == [] and fill.output.size == 1, f"{name}: first kernel {fill}"
+        assert use.kind == consumer and use.inputs == [fill.output], f"{name}: second kernel {use}"
+    np.testing.assert_array_equal(Tensor.ones(3, 4).sum().numpy(), 12.0)
+    np.testing.assert_array_equal(Tensor.ones(1, 2).pad(((1, 0), (0, 1)), value=0).numpy(), [[0, 0, 0], [1, 1, 0]])
+
+
+def test_fusion_depth_counts_only_inlined_ops(rng):
+    """Rule 5: a chain of up to MAX_FUSED_DEPTH elementwise ops is one kernel, and the depth
+    restarts after a materialized node (here a reduce)."""
+    from minigrad.schedule import MAX_FUSED_DEPTH
+    x = realized(rng, 4, 5, device="numpy")
+    chain = x
+    for _ in range(MAX_FUSED_DEPTH - 8):
+        chain = chain * 1.01
+    assert len(schedule_of(chain)) == 1, "a chain shorter than MAX_FUSED_DEPTH was cut"
+    after = chain.sum(1)                                     # a reduce: materialized, fusing the chain
+    for _ in range(MAX_FUSED_DEPTH - 8):
+        after = after + 0.5
+    kinds = [k.kind for k in schedule_of(after)]
+    assert kinds == ["reduce", "elementwise"], kinds
+    expected = (x.numpy() * 1.01 ** (MAX_FUSED_DEPTH - 8)).sum(1) + 0.5 * (MAX_FUSED_DEPTH - 8)
+    np.testing.assert_allclose(after.numpy(), expected, rtol=1e-4)
+    long = x
+    for _ in range(3 * MAX_FUSED_DEPTH):
+        long = long * 1.0
+    assert 3 <= len(schedule_of(long)) <= 4, "a long chain is cut into kernels of MAX_FUSED_DEPTH ops"
+
+
+def test_reshape_that_cannot_reach_an_inlined_source_materializes_it(rng):
+    """(x.T + 1).reshape(12): the reshape cannot be pushed through the permuted read of x, so
+    x.T + 1 gets its own kernel (the _MustMaterialize retry in create_schedule)."""
+    x = realized(rng, 3, 4, device="numpy")
+    out = (x.T + 1).reshape(12) * 2
+    assert [k.kind for k in schedule_of(out)] == ["elementwise", "elementwise"]
+    np.testing.assert_allclose(out.numpy(), (x.numpy().T + 1).reshape(12) * 2, rtol=1e-6)
+
+
+def test_debug_levels_print_realizes_and_timed_kernels(rng, capsys):
+    x = realized(rng, 3, 4, device="numpy")
+    minigrad.set_debug(1)
+    try:
+        (x * 2).realize()
+    finally:
+        minigrad.set_debug(0)
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("realize: 1 kernels in ") and line.endswith(" ms"), line
+    assert 0 <= float(line.split()[-2]) < 60_000, line
+    schedule = minigrad.create_schedule([(x + 3).lazydata])
+    kernel = schedule[0]                              # run_schedule may drop the list's references
+    minigrad.set_debug(2)
+    try:
+        from minigrad.schedule import run_schedule
+        run_schedule(schedule)
+    finally:
+        minigrad.set_debug(0)
+    printed = capsys.readouterr().out
+    assert 0 < kernel.time_s < 60, kernel.time_s
+    assert f"{kernel.time_s * 1e3:8.3f} ms  elementwise" in printed, printed

@@ -99,7 +99,7 @@ def test_dropout_eval_is_identity(device, rng):
     np.testing.assert_array_equal(drop(Tensor(x, device=device)).numpy(), x, err_msg="Dropout in eval mode")
 
 
-@pytest.mark.parametrize("p", [0.1, 0.5])
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.75])       # asymmetric p: 1/p and 1/(1-p) differ
 def test_dropout_train_zeros_a_fraction_and_rescales(p, device, rng):
     drop = nn.Dropout(p)
     x = rng.uniform(1.0, 2.0, (100, 100)).astype(np.float32)     # no zeros of its own
@@ -112,13 +112,16 @@ def test_dropout_train_zeros_a_fraction_and_rescales(p, device, rng):
                                err_msg="kept values (actual) vs x / (1 - p) (desired)")
 
 
-def test_dropout_gradient_follows_the_mask(device, rng):
-    x = Tensor(rng.standard_normal((8, 8)).astype(np.float32), device=device, requires_grad=True)
-    out = x.dropout(0.5)
+@pytest.mark.parametrize("p", [0.25, 0.5, 0.8])
+def test_dropout_gradient_follows_the_mask(p, device, rng):
+    x = Tensor(rng.standard_normal((16, 16)).astype(np.float32), device=device, requires_grad=True)
+    out = x.dropout(p)
     out.sum().backward()
     kept = out.numpy() != 0
-    expected = np.where(kept, 2.0, 0.0).astype(np.float32)
-    np.testing.assert_allclose(x.grad.numpy(), expected, err_msg="dropout gradient (actual) vs mask / (1 - p)")
+    assert 0 < kept.mean() < 1, f"p={p}: kept fraction {kept.mean()}"
+    expected = np.where(kept, 1 / (1 - p), 0.0).astype(np.float32)
+    np.testing.assert_allclose(x.grad.numpy(), expected, rtol=1e-6,
+                               err_msg=f"dropout gradient (actual) vs mask / (1 - p) (desired), p={p}")
 
 
 def test_embedding_lookup_equals_numpy_indexing(device, rng):

@@ -70,13 +70,38 @@ def test_changing_constants_do_not_recompile(cl, rng):
 
 
 def test_buffers_are_reused(cl):
+    """Once a result of some size has been dropped, the next one of that size takes its buffer:
+    the pool creates no new device buffer."""
     x = Tensor(np.ones(1000, np.float32), device="cl")
-    (x + 1).realize()                     # warm the pool with a buffer of this size
-    free_before = sum(len(v) for v in cl.pool.values())
-    for _ in range(5):
-        (x + 1).realize()
-    free_after = sum(len(v) for v in cl.pool.values())
-    assert free_after >= free_before - 1  # each result's buffer returns to the pool when dropped
+    np.testing.assert_array_equal((x + 1).numpy(), 2)   # warm the pool with a buffer of this size
+    created = cl.buffers_created
+    for k in range(5):
+        np.testing.assert_array_equal((x + k).numpy(), 1 + k)
+    assert cl.buffers_created == created, f"{cl.buffers_created - created} new buffers for 5 same-size results"
+
+
+def test_training_steps_allocate_nothing_after_the_first(cl, rng):
+    """A repeated step (forward, backward, update) gets every buffer from the pool once the
+    first steps have filled it.  (gc.collect() after each step: the autograd graph holds
+    reference cycles, whose buffers return to the pool when Python's collector runs.)"""
+    import gc
+    from minigrad import nn, optim
+    layer = nn.Linear(8, 4)
+    layer.weight, layer.bias = (Tensor(t.numpy(), device="cl", requires_grad=True) for t in (layer.weight, layer.bias))
+    opt = optim.AdamW([layer.weight, layer.bias], lr=1e-2)
+    x = Tensor(rng.standard_normal((16, 8)).astype(np.float32), device="cl")
+    losses, created = [], []
+    for _ in range(6):
+        loss = layer(x).square().mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+        del loss
+        gc.collect()
+        created.append(cl.buffers_created)
+    assert created[3] == created[4] == created[5], f"buffers created after each step: {created}"
+    assert losses[-1] < losses[0], losses
 
 
 def test_debug3_prints_kernel_source(cl, capsys):
@@ -112,31 +137,28 @@ def test_source_renders_without_running(rng):
     assert "__kernel void kernel0" in text and "exp(" in text and "acc = acc +" in text
 
 
-def test_matmul_templates_agree(rng):
-    """The GPU (local-memory tiles) and CPU (register blocks) matmul templates render
-    different code for the same kernel; both are exercised where a device runs them."""
-    a = Tensor(rng.standard_normal((70, 33)).astype(np.float32))
-    b = Tensor(rng.standard_normal((33, 65)).astype(np.float32))
-    kernel = minigrad.create_schedule([(a @ b).lazydata])[0]
+def test_matmul_templates_agree(cl, rng):
+    """The GPU (local-memory tiles) and CPU (register blocks) matmul templates render different
+    code for the same kernel; run each on this device and compare both with numpy's matmul."""
+    a = rng.standard_normal((2, 70, 33)).astype(np.float32)
+    b = rng.standard_normal((2, 33, 65)).astype(np.float32)
+    kernel = minigrad.create_schedule([(Tensor(a) @ Tensor(b)).lazydata])[0]
     gpu_src = render(kernel, [np.dtype(np.float32)] * 2, cpu_device=False)[0]
     cpu_src = render(kernel, [np.dtype(np.float32)] * 2, cpu_device=True)[0]
     assert "__local" in gpu_src and "barrier" in gpu_src
     assert "__local" not in cpu_src
-
-
-def test_gpu_template_runs_correctly(cl, rng):
-    """Force the local-memory tiled template (the one GPUs use) on whatever device is here."""
-    from minigrad.backends import opencl_render
-    a = rng.standard_normal((2, 70, 33)).astype(np.float32)
-    b = rng.standard_normal((2, 33, 65)).astype(np.float32)
+    results = {}
     saved = cl.is_cpu
-    cl.is_cpu = False
     try:
-        got = (Tensor(a, device="cl") @ Tensor(b, device="cl")).numpy()
+        for template, is_cpu in (("gpu", False), ("cpu", True)):
+            cl.is_cpu = is_cpu
+            results[template] = (Tensor(a, device="cl") @ Tensor(b, device="cl")).numpy()
     finally:
         cl.is_cpu = saved
-    np.testing.assert_allclose(got, a @ b, rtol=1e-4, atol=1e-4)
-    assert opencl_render.TSM == 64
+    for template, got in results.items():
+        np.testing.assert_allclose(got, a @ b, rtol=1e-4, atol=1e-4, err_msg=f"{template} template vs numpy")
+    np.testing.assert_allclose(results["gpu"], results["cpu"], rtol=1e-5, atol=1e-5,
+                               err_msg="gpu template vs cpu template")
 
 
 def test_bad_device_choice_names_the_devices(cl):
@@ -156,10 +178,22 @@ def test_missing_opencl_gives_install_hint():
     assert "pocl-opencl-icd" in out.stdout
 
 
-def test_doctor_never_raises_and_reports():
+def test_doctor_never_raises_and_reports(cl):
+    """The report names the OpenCL device minigrad would use and passes its smoke test."""
     out = subprocess.run([sys.executable, "-m", "minigrad"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0
     assert "NumPy backend: works" in out.stdout and "Default device" in out.stdout
+    assert f"minigrad would use: {cl.device.name.strip()} on {cl.platform.name.strip()}" in out.stdout, out.stdout
+    assert "smoke test (a tiny kernel): ok" in out.stdout, out.stdout
+    assert "To enable OpenCL" not in out.stdout, out.stdout
+
+
+def test_doctor_reports_missing_opencl():
+    env = dict(os.environ, OCL_ICD_VENDORS="/nonexistent-minigrad-test", OPENCL_VENDOR_PATH="/nonexistent")
+    out = subprocess.run([sys.executable, "-m", "minigrad"], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0
+    assert "OpenCL: unavailable" in out.stdout and "To enable OpenCL" in out.stdout, out.stdout
+    assert "NumPy backend: works" in out.stdout
 
 
 def test_random_numbers_are_the_same_on_every_backend(cl):

@@ -18,22 +18,29 @@ def _close(actual, desired, what, rtol=RTOL, atol=ATOL):
                                err_msg=f"{what}: minigrad (actual) vs torch (desired)")
 
 
-def parity(fn, *arrays, device, torch_fn=None, rtol=RTOL, atol=ATOL, grad_rtol=None, grad_atol=None, seed=0):
+def parity(fn, *arrays, device, torch_fn=None, rtol=RTOL, atol=ATOL, grad_rtol=None, grad_atol=None, seed=0,
+           dtypes=None):
     """fn(*minigrad tensors) vs torch_fn(*torch tensors) (torch_fn defaults to fn: most ops are
-    spelled the same), forward values and the gradients of sum(out * W) for random W."""
+    spelled the same), forward values and the gradients of sum(out * W) for random W.  Inputs
+    are float32 unless `dtypes` says otherwise; integer inputs get no gradient."""
     torch_fn = torch_fn or fn
-    arrays = [np.asarray(a, dtype=np.float32) for a in arrays]
-    ours = [Tensor(a, device=device, requires_grad=True) for a in arrays]
-    theirs = [torch.tensor(a, requires_grad=True) for a in arrays]
+    arrays = [np.asarray(a, dtype=dtype) for a, dtype in zip(arrays, dtypes or [np.float32] * len(arrays))]
+    ours = [Tensor(a, device=device, requires_grad=a.dtype.kind == "f") for a in arrays]
+    theirs = [torch.tensor(a, requires_grad=a.dtype.kind == "f") for a in arrays]
     out, ref = fn(*ours), torch_fn(*theirs)
     assert tuple(out.shape) == tuple(ref.shape), f"shape: minigrad {out.shape} vs torch {tuple(ref.shape)}"
-    assert out.dtype == np.float32, f"minigrad output dtype {out.dtype}, expected float32"
+    ref_dtype = ref.detach().numpy().dtype
+    assert out.dtype == ref_dtype, f"minigrad output dtype {out.dtype}, torch {ref_dtype}"
     _close(out.numpy(), ref.detach().numpy(), "forward", rtol, atol)
-    weights = np.random.default_rng(seed).standard_normal(tuple(ref.shape)).astype(np.float32)
+    weights = np.random.default_rng(seed).standard_normal(tuple(ref.shape)).astype(ref_dtype)
     (out * Tensor(weights, device=device)).sum().backward()
     (ref * torch.tensor(weights)).sum().backward()
     for k, (a, b) in enumerate(zip(ours, theirs)):
+        if not b.requires_grad:
+            assert a.grad is None, f"integer input {k}: minigrad gave it a gradient"
+            continue
         assert a.grad is not None, f"input {k}: minigrad gave no gradient"
+        assert a.grad.dtype == b.grad.numpy().dtype, f"input {k}: gradient dtype {a.grad.dtype} vs torch {b.grad.dtype}"
         _close(a.grad.numpy(), b.grad.numpy(), f"gradient of input {k} (shape {a.shape})",
                grad_rtol or rtol, grad_atol or atol)
 
@@ -420,6 +427,64 @@ def test_optimizer_trajectory(name, device):
     assert opt_ours.step_count == 10, f"step_count {opt_ours.step_count} after 10 steps"
 
 
+def test_optimizer_defaults_match_torch_optim():
+    p = Tensor(np.zeros(3, np.float32), requires_grad=True)
+    for ours, theirs in [(optim.Adam(p), torch.optim.Adam([torch.zeros(3)])),
+                         (optim.AdamW(p), torch.optim.AdamW([torch.zeros(3)]))]:
+        d = theirs.defaults
+        assert (ours.lr, (ours.b1, ours.b2), ours.eps, ours.weight_decay) == \
+            (d["lr"], d["betas"], d["eps"], d["weight_decay"]), f"{type(ours).__name__} defaults differ from torch's"
+    sgd, d = optim.SGD(p), torch.optim.SGD([torch.zeros(3)]).defaults
+    assert (sgd.momentum, sgd.weight_decay, sgd.nesterov) == (d["momentum"], d["weight_decay"], d["nesterov"])
+    with pytest.raises(ValueError, match="^optimizer got no parameters that require grad$"):
+        optim.SGD([Tensor(np.zeros(3, np.float32))])
+
+
+def test_adam_state_keeps_the_parameters_dtype(device):
+    p = Tensor(np.ones(4), device=device, requires_grad=True)                  # float64
+    opt = optim.AdamW([p], lr=0.1)
+    (p * Tensor(np.arange(4.0), device=device)).sum().backward()
+    opt.step()
+    assert p.dtype == np.float64 and all(a.dtype == np.float64 for a in opt.state_dict()["state"].values())
+
+
+def test_clip_grad_norm_without_gradients_is_zero():
+    assert optim.clip_grad_norm_([Tensor(np.ones(3, np.float32), requires_grad=True)], 1.0).item() == 0.0
+
+
+@pytest.mark.parametrize("name", ["AdamW", "SGD_momentum_wd"])
+def test_optimizer_state_dict_resumes_the_trajectory(name, device):
+    """3 steps, state_dict(), a fresh optimizer loads it, 2 more steps: the weights of 5 steps in one go."""
+    make_ours = OPTIMIZERS[name][0]
+    x, y = _data(6)
+    xt, yt = Tensor(x, device=device), Tensor(y, device=device)
+
+    def steps(model, opt, n):
+        for _ in range(n):
+            model(xt).cross_entropy(yt).backward()
+            opt.step()
+            opt.zero_grad()
+
+    straight = OurMLP(_init_mlp(6), device)
+    steps(straight, make_ours(straight.parameters()), 5)
+    resumed = OurMLP(_init_mlp(6), device)
+    first = make_ours(resumed.parameters())
+    fresh_state = first.state_dict()["state"]
+    shapes = [p.shape for p in first.params]
+    assert all(v.shape in shapes for v in fresh_state.values()), "state arrays have their parameter's shape"
+    steps(resumed, first, 3)
+    saved = first.state_dict()
+    assert saved["step_count"] == 3 and len(saved["state"]) >= len(first.params)
+    second = make_ours(resumed.parameters())
+    second.load_state_dict(saved)
+    steps(resumed, second, 2)
+    assert second.step_count == 5
+    mine = dict(resumed.named_parameters())
+    for pname, p in straight.named_parameters():
+        np.testing.assert_allclose(mine[pname].numpy(), p.numpy(), rtol=1e-6, atol=1e-7,
+                                   err_msg=f"{name}: {pname} after 3 + 2 steps vs 5 steps")
+
+
 def test_optimizer_lr_change_is_seen(device):
     init = _init_mlp(2)
     ours, theirs = OurMLP(init, device), _torch_mlp(init)
@@ -517,6 +582,33 @@ def test_dtype_promotion(name, device):
     got_np, ref_np = got.numpy(), ref.numpy()
     assert got_np.dtype == ref_np.dtype, f"{name}: minigrad dtype {got_np.dtype}, torch {ref_np.dtype}"
     np.testing.assert_allclose(got_np, ref_np, rtol=1e-6, err_msg=f"{name}: minigrad (actual) vs torch (desired)")
+
+
+F32, F64, I64 = np.float32, np.float64, np.int64
+MIXED = {   # name: (fn, input dtypes); torch promotes (and differentiates through the casts) the same way
+    "f32 * f64": (lambda x, y: x * y, (F32, F64)),
+    "f64 / f32": (lambda x, y: x / y, (F64, F32)),
+    "f32 - f64": (lambda x, y: (x - y).exp(), (F32, F64)),
+    "int * f32": (lambda i, y: i * y, (I64, F32)),
+    "f64 + int": (lambda x, i: (x + i).square(), (F64, I64)),
+    "int / f64": (lambda i, y: i / y, (I64, F64)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MIXED))
+def test_mixed_dtype_gradients(name, device):
+    fn, dtypes = MIXED[name]
+    x = np.random.default_rng(30).integers(1, 4, (3, 4)) if dtypes[0] == I64 else away_from_zero(3, 4, seed=30)
+    y = np.random.default_rng(31).integers(1, 4, (4,)) if dtypes[1] == I64 else away_from_zero(4, seed=31, margin=0.5)
+    parity(fn, x, y, device=device, dtypes=dtypes)
+
+
+@pytest.mark.parametrize("to", [F64, F32])
+def test_cast_gradient(to, device):
+    """Tensor.cast against torch's .to(dtype): the gradient comes back in the input's dtype."""
+    start = F32 if to == F64 else F64
+    parity(lambda x: x.cast(to).exp() * 2, away_from_zero(3, 4, seed=32), device=device, dtypes=(start,),
+           torch_fn=lambda x: x.to(torch.float64 if to == F64 else torch.float32).exp() * 2)
 
 
 def test_sum_over_empty_axis(device):

@@ -95,6 +95,7 @@ class OpenCLBackend(Backend):
         self.context = cl.Context([self.device])
         self.queue = cl.CommandQueue(self.context)
         self.pool = defaultdict(list)          # nbytes -> free cl.Buffers
+        self.buffers_created = 0               # device allocations; a warm pool adds none
         self.programs = {}                     # source -> compiled kernel
         self.is_cpu = bool(self.device.type & cl.device_type.CPU)
 
@@ -105,7 +106,11 @@ class OpenCLBackend(Backend):
     def allocate(self, size, dtype):
         nbytes = max(1, int(size)) * np.dtype(dtype).itemsize
         free = self.pool[nbytes]
-        buf = free.pop() if free else self.cl.Buffer(self.context, self.cl.mem_flags.READ_WRITE, nbytes)
+        if free:
+            buf = free.pop()
+        else:
+            buf = self.cl.Buffer(self.context, self.cl.mem_flags.READ_WRITE, nbytes)
+            self.buffers_created += 1
         return CLBuffer(buf, nbytes, self.pool)
 
     @property

@@ -17,8 +17,10 @@ What a replay does:
     write), so a replay allocates nothing and holds about what the busiest moment of the step
     needs, not every intermediate at once;
   * the arguments' buffers stand in for the captured arguments' (shapes must match);
-  * state tensors (the model's parameters, the optimizer's moments and step count) swap
-    between two buffers, one read and one written per replay, and are re-pointed after;
+  * state tensors (the model's parameters, the optimizer's moments and step count) are
+    updated in their own buffers where that cannot change a number (Recording.update_in_place:
+    always on NumPy for an optimizer step), and otherwise swap between two buffers, one read
+    and one written per replay, re-pointed after;
     state the function only reads is read wherever it is now, so two jits can share it
     (a forward-backward step that reads the weights, an update step that writes them);
   * random kernels (dropout) draw fresh numbers from the next seed, as an eager step would.

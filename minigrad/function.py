@@ -29,6 +29,10 @@ class Function:
     def backward(self, grad: LazyBuffer):
         raise NotImplementedError
 
+    def name(self) -> str:
+        """What a graph picture calls this op."""
+        return type(self).__name__
+
     @classmethod
     def apply(cls, *tensors, **kwargs):
         from .tensor import Tensor
@@ -133,6 +137,46 @@ class PiecewiseConstant(Function):
 
     def backward(self, grad):
         return const_like(self.input, 0)
+
+
+class Recompute(Function):
+    """fn(*inputs) whose backward keeps only the inputs: the forward runs without a graph, and
+    backward runs fn again with one and differentiates it.  For chains of cheap elementwise ops
+    (GELU, LayerNorm) this trades a few recomputed passes for not holding every intermediate
+    until backward: a GPT block then keeps its activations, not five copies of them."""
+    def forward(self, *xs, fn):
+        from .tensor import Tensor, no_grad
+        self.xs, self.fn = xs, fn
+        with no_grad():
+            return fn(*[Tensor(x) for x in xs]).lazydata
+
+    def backward(self, grad):
+        from .tensor import Tensor, enable_grad
+        inputs = [Tensor(x, requires_grad=need) for x, need in zip(self.xs, self.needs_input_grad)]
+        with enable_grad():
+            self.fn(*inputs).backward(Tensor(grad))
+        return tuple(t.grad.lazydata if t.grad is not None else None for t in inputs)
+
+    def name(self) -> str:
+        return f"Recompute({self.fn.__name__})"
+
+
+class Softmax(Function):
+    """s = exp(x - max) / sum(exp(x - max)) along one axis, with the backward that needs only s:
+    dx = s * (g - sum(g * s)).  Composed from exp and a division, autograd would keep exp(x - max)
+    as well, a second (B, H, T, T) tensor per attention layer."""
+    def forward(self, x, axis):
+        self.axis = (axis,)
+        peak = x.reduce(ReduceOps.MAX, self.axis).movement(MovementOps.EXPAND, x.shape)
+        e = x.elementwise(BinaryOps.SUB, peak).elementwise(UnaryOps.EXP)
+        total = e.reduce(ReduceOps.SUM, self.axis).movement(MovementOps.EXPAND, x.shape)
+        self.out = e.elementwise(BinaryOps.DIV, total)
+        return self.out
+
+    def backward(self, grad):
+        weighted = grad.elementwise(BinaryOps.MUL, self.out).reduce(ReduceOps.SUM, self.axis)
+        weighted = weighted.movement(MovementOps.EXPAND, self.out.shape)
+        return self.out.elementwise(BinaryOps.MUL, grad.elementwise(BinaryOps.SUB, weighted))
 
 
 class Relu(Function):

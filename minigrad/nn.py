@@ -162,8 +162,7 @@ class LayerNorm(Module):
         self.bias = Tensor.zeros(dim, requires_grad=True).realize() if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        out = x.layernorm(-1, self.eps) * self.weight
-        return out + self.bias if self.bias is not None else out
+        return x.layernorm(-1, self.eps, self.weight, self.bias)
 
 
 class Dropout(Module):

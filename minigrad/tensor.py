@@ -442,6 +442,17 @@ class Tensor:
     def square(self):
         return self * self
 
+    # Tensors of at least this many elements (4 MB of float32) are worth recomputing in backward
+    # rather than keeping every intermediate: the shakespeare-char model's GELU inputs are 25 M.
+    # Smaller ones are kept, which is faster (the laptop recipe's are 0.4 M).
+    RECOMPUTE_FROM = 1 << 20
+
+    def _recomputed_if_large(self, fn, *others) -> Tensor:
+        """fn(self, *others), through F.Recompute (backward keeps only the inputs) when self is large."""
+        if self.numel() >= Tensor.RECOMPUTE_FROM:
+            return F.Recompute.apply(self, *others, fn=fn)
+        return fn(self, *others)
+
     def _piecewise_constant(self, value: Tensor) -> Tensor:
         """`value` (computed from self) with the gradient 0 back to self, not a detached result."""
         return F.PiecewiseConstant.apply(self, value=value.lazydata)
@@ -488,12 +499,16 @@ class Tensor:
     clamp = clip
 
     def gelu(self, approximate: str = "none"):
-        """GELU(x) = x * Phi(x).  "none": Phi exactly, through erf; "tanh": GPT-2's approximation."""
-        if approximate == "none":
-            return 0.5 * self * (1 + (self * (1 / math.sqrt(2))).erf())
-        if approximate == "tanh":
-            return 0.5 * self * (1 + (math.sqrt(2 / math.pi) * (self + 0.044715 * self * self * self)).tanh())
-        raise ValueError(f"gelu approximate must be 'none' or 'tanh', got {approximate!r}")
+        """GELU(x) = x * Phi(x).  "none": Phi exactly, through erf; "tanh": GPT-2's approximation.
+        On large tensors recomputed in backward (F.Recompute), so only x is kept for it."""
+        def gelu(x):
+            return 0.5 * x * (1 + (x * (1 / math.sqrt(2))).erf())
+
+        def gelu_tanh(x):
+            return 0.5 * x * (1 + (math.sqrt(2 / math.pi) * (x + 0.044715 * x * x * x)).tanh())
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"gelu approximate must be 'none' or 'tanh', got {approximate!r}")
+        return self._recomputed_if_large(gelu if approximate == "none" else gelu_tanh)
 
     # activations: each is composed from the primitives, so its gradient comes for free; the
     # choice of composition (where, not a product with a step) keeps gradients finite far out
@@ -721,10 +736,12 @@ class Tensor:
 
     @_accepts_dim
     def softmax(self, axis=-1):
-        """exp(x - max) / sum(exp(x - max)): subtracting the max keeps exp() from overflowing."""
-        shifted = self - self.max(axis, keepdim=True).detach()
-        e = shifted.exp()
-        return e / e.sum(axis, keepdim=True)
+        """exp(x - max) / sum(exp(x - max)): subtracting the max keeps exp() from overflowing.
+        One primitive (F.Softmax), whose backward reads only its output."""
+        x = self._as_float()
+        if x.ndim == 0:
+            return x.ones_like()
+        return F.Softmax.apply(x, axis=_normalize_axis(axis, x.ndim))
 
     @_accepts_dim
     def log_softmax(self, axis=-1):
@@ -1131,11 +1148,18 @@ class Tensor:
         keep = Tensor.rand(*self.shape, dtype=self.dtype, device=self.device) >= p
         return keep.where(self * (1 / (1 - p)), 0.0)
 
-    def layernorm(self, axis=-1, eps: float = 1e-5) -> Tensor:
-        """(x - mean) / sqrt(var + eps) over `axis`, with the biased variance (divide by N)."""
-        centered = self - self.mean(axis, keepdim=True)
-        var = centered.square().mean(axis, keepdim=True)
-        return centered * (var + eps).sqrt().reciprocal()
+    def layernorm(self, axis=-1, eps: float = 1e-5, weight: Optional[Tensor] = None,
+                  bias: Optional[Tensor] = None) -> Tensor:
+        """(x - mean) / sqrt(var + eps) over `axis`, with the biased variance (divide by N), then
+        * weight + bias when given.  On large tensors recomputed in backward (F.Recompute), so only
+        its inputs are kept for it, not the normalized x as well."""
+        def layernorm(x, *affine):
+            centered = x - x.mean(axis, keepdim=True)
+            var = centered.square().mean(axis, keepdim=True)
+            out = centered * (var + eps).sqrt().reciprocal()
+            out = out * affine[0] if weight is not None else out
+            return out + affine[-1] if bias is not None else out
+        return self._recomputed_if_large(layernorm, *[t for t in (weight, bias) if t is not None])
 
     def one_hot(self, num_classes: int) -> Tensor:
         if self.dtype.kind not in "iu":
@@ -1370,6 +1394,17 @@ def _to_numpy(data, dtype) -> np.ndarray:
         elif array.dtype.kind in "iu" and array.dtype not in dtypes.SUPPORTED:
             dtype = dtypes.int64
     return array.astype(dtype) if dtype is not None and array.dtype != dtype else array
+
+
+@contextlib.contextmanager
+def enable_grad():
+    """Ops inside this block record a graph even inside no_grad (F.Recompute's backward)."""
+    previous = Tensor.grad_enabled
+    Tensor.grad_enabled = True
+    try:
+        yield
+    finally:
+        Tensor.grad_enabled = previous
 
 
 @contextlib.contextmanager

@@ -141,7 +141,7 @@ def autograd_graph(tensor, model=None, collapse: Optional[int] = None, expand: O
     counts: Dict[str, Counter] = {}
     for i, t in enumerate(tensors):
         ctx, name = t._ctx, module.get(id(t), "")
-        what = type(ctx).__name__ if ctx is not None else params.get(id(t), "leaf" if t.requires_grad else "input")
+        what = ctx.name() if ctx is not None else params.get(id(t), "leaf" if t.requires_grad else "input")
         owner = _owner(name, collapse, expand)
         if owner is not None:
             node_of[id(t)] = "m:" + owner

@@ -258,6 +258,20 @@ def test_layernorm(device):
     check_grad(lambda x: x.permute(1, 0).layernorm(), randn(5, 3, seed=28), device=device)
     check_grad(lambda x, w, b: x.layernorm() * w + b, randn(3, 5, seed=29), randn(5, seed=30), randn(5, seed=31),
                device=device)
+    check_grad(lambda x, w, b: x.layernorm(weight=w, bias=b), randn(3, 5, seed=29), randn(5, seed=30),
+               randn(5, seed=31), device=device)
+
+
+@pytest.mark.parametrize("recompute", [False, True], ids=["kept", "recomputed"])
+def test_gelu_and_layernorm_kept_or_recomputed(recompute, device, monkeypatch):
+    """Large tensors go through F.Recompute (backward keeps only the inputs); both paths must
+    give the same gradients."""
+    monkeypatch.setattr(Tensor, "RECOMPUTE_FROM", 1 if recompute else 1 << 40)
+    check_grad(lambda x, w, b: x.layernorm(weight=w, bias=b), randn(3, 5, seed=29), randn(5, seed=30),
+               randn(5, seed=31), device=device)
+    check_grad(lambda x, w: x.layernorm(axis=0, weight=w), randn(4, 3, seed=34), randn(3, seed=35), device=device)
+    check_grad(lambda x, w: x.gelu(approximate="tanh") * x.gelu() * w, randn(3, 5, seed=32), randn(5, seed=33),
+               device=device)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])

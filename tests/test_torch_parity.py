@@ -214,6 +214,11 @@ def test_layernorm_function(device):
            torch_fn=lambda t: TF.layer_norm(t, (8,)), atol=1e-5, rtol=1e-4)
     parity(lambda t: t.layernorm(eps=1e-3), randn(2, 3, 8, seed=16, scale=0.05), device=device,
            torch_fn=lambda t: TF.layer_norm(t, (8,), eps=1e-3), atol=1e-5, rtol=1e-4)
+    parity(lambda t, w, b: t.layernorm(weight=w, bias=b), randn(2, 3, 8, seed=17), randn(8, seed=18),
+           randn(8, seed=19), device=device, torch_fn=lambda t, w, b: TF.layer_norm(t, (8,), w, b),
+           atol=1e-5, rtol=1e-4)
+    parity(lambda t, w: t.layernorm(weight=w), randn(2, 3, 8, seed=17), randn(8, seed=18), device=device,
+           torch_fn=lambda t, w: TF.layer_norm(t, (8,), w), atol=1e-5, rtol=1e-4)
 
 
 def test_layernorm_module(device):

@@ -85,13 +85,13 @@ class NumpyBackend(Backend):
         op = root.op if isinstance(root, Op) else None
         if isinstance(op, ReduceOps):
             src = root.srcs[0]
-            for bounds in _chunks(_shape(src, out.shape), skip=root.arg):
+            shape = src.shape if isinstance(src, Op) else src.view.shape
+            for bounds in _blocks(shape, skip=root.arg):
                 values = self._eval(src, inputs, bounds)
-                shape = tuple(b - a for a, b in bounds)
-                if values.shape != shape:                  # an expression of constants is 0-d
-                    values = np.broadcast_to(values, shape)
-                region = tuple(slice(0, 1) if i in root.arg else slice(a, b) for i, (a, b) in enumerate(bounds))
-                REDUCERS[op](values, axis=root.arg, keepdims=True, out=out[region])
+                region_shape = _region_shape(shape, bounds)
+                if values.shape != region_shape:            # an expression of constants is 0-d
+                    values = np.broadcast_to(values, region_shape)
+                REDUCERS[op](values, axis=root.arg, keepdims=True, out=_region(out, bounds, root.arg))
         elif op is SpecialOps.MATMUL:
             np.matmul(self._eval(root.srcs[0], inputs), self._eval(root.srcs[1], inputs), out=out)
         elif op is SpecialOps.GATHER:
@@ -106,60 +106,63 @@ class NumpyBackend(Backend):
         elif op is LoadOps.RAND:
             out[...] = random_values(root.arg, out.shape, out.dtype)
         else:                                          # elementwise, a copy, a fill: block by block
-            for bounds in _chunks(out.shape):
-                self._eval(root, inputs, bounds, out=out[tuple(slice(a, b) for a, b in bounds)] if bounds else out)
+            for bounds in _blocks(out.shape):
+                self._eval(root, inputs, bounds, out=_region(out, bounds))
 
     def _eval(self, node, inputs, bounds=None, out=None):
         """Evaluate an expression tree bottom-up (the scheduler caps its depth), over the block
         `bounds` of its shape (all of it when None)."""
         if isinstance(node, Load):
-            values = read(inputs[node.index], node.view.shrink(bounds) if bounds else node.view)
+            values = read(inputs[node.index], node.view if bounds is None else node.view.shrink(bounds))
         elif isinstance(node, Const):
             values = np.array(node.value, dtype=node.dtype)
         else:
-            values = self._apply(node, [self._eval(s, inputs, bounds) for s in node.srcs], out)
-            if values is out:
-                return out
+            values = [self._eval(s, inputs, bounds) for s in node.srcs]
+            op = node.op
+            if op is UnaryOps.CAST:
+                values = values[0].astype(node.dtype)
+            elif op is TernaryOps.WHERE:
+                values = np.where(values[0], values[1], values[2])
+            elif out is not None and out.shape == (node.shape if bounds is None else _region_shape(node.shape, bounds)):
+                return UFUNCS[op](*values, out=out)
+            else:
+                values = UFUNCS[op](*values)
         if out is not None:
             out[...] = values
             return out
         return values
 
-    @staticmethod
-    def _apply(node, values, out):
-        op = node.op
-        if op is UnaryOps.CAST:
-            return values[0].astype(node.dtype)
-        if op is TernaryOps.WHERE:
-            return np.where(values[0], values[1], values[2])
-        fn = UFUNCS[op]
-        if out is not None and out.shape == np.broadcast_shapes(*(v.shape for v in values)):
-            return fn(*values, out=out)
-        return fn(*values)
-
 
 # Elements per block of an elementwise or reduce kernel over a large tensor (more than 4 blocks):
 # its numpy temporaries are then a few blocks, not a few copies of the whole tensor (the
 # attention scores of the shakespeare-char model are 100 MB each).  Blocks cost a little Python
-# per block, so small kernels run whole.
+# per block, so smaller kernels run whole.
 CHUNK = 1 << 20
 
 
-def _shape(node, default):
-    return node.shape if isinstance(node, Op) else node.view.shape if isinstance(node, Load) else default
-
-
-def _chunks(shape, skip=()):
+def _blocks(shape, skip=()):
     """Bounds ((start, end) per axis) that tile `shape` in blocks of about CHUNK elements, cut
-    along the first axis that is not in `skip` (a reduce's axes stay whole)."""
+    along the first axis that is not in `skip` (a reduce's axes stay whole); just None, the
+    whole shape, for a tensor of at most 4 blocks."""
     total = int(np.prod(shape)) if shape else 1
     axis = next((i for i, n in enumerate(shape) if n > 1 and i not in skip), None)
     if axis is None or total <= 4 * CHUNK:
-        yield tuple((0, n) for n in shape)
+        yield None
         return
     step = max(1, CHUNK * shape[axis] // total)
     for start in range(0, shape[axis], step):
         yield tuple((start, min(start + step, n)) if i == axis else (0, n) for i, n in enumerate(shape))
+
+
+def _region_shape(shape, bounds):
+    return shape if bounds is None else tuple(b - a for a, b in bounds)
+
+
+def _region(out, bounds, reduced=()):
+    """The part of `out` a block writes (a reduce's reduced axes are 1 in `out`)."""
+    if bounds is None:
+        return out
+    return out[tuple(slice(0, 1) if i in reduced else slice(a, b) for i, (a, b) in enumerate(bounds))]
 
 
 def random_values(arg, shape, dtype) -> np.ndarray:

@@ -1024,6 +1024,9 @@ class Tensor:
             index = Tensor(index, device=self.device)
         if index.dtype.kind not in "iu":
             raise TypeError(f"take needs an integer index tensor, got dtype {index.dtype}")
+        if index.device != self.device:
+            raise RuntimeError(f"the index is on {index.device} and the tensor it picks from on {self.device}; "
+                               f"move one with .to()")
         axis = _normalize_axis(axis, self.ndim)
         if axis != 0:
             order = (axis,) + tuple(i for i in range(self.ndim) if i != axis)

@@ -212,3 +212,9 @@ def test_load_state_dict_wrong_shape_changes_nothing():
     raises_naming(ValueError, lambda: net.load_state_dict(state), "fc.weight", "(3, 2)", "(2, 3)")
     for name, value in net.state_dict().items():
         np.testing.assert_array_equal(value, before[name], err_msg=f"{name} changed by a failed load_state_dict")
+
+
+def test_index_on_another_device_is_named(cl):
+    table = Tensor(np.zeros((4, 3), np.float32), device="cl")
+    with pytest.raises(RuntimeError, match="the index is on numpy and the tensor it picks from on cl"):
+        table[Tensor(np.array([0, 1]))]

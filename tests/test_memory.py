@@ -197,3 +197,13 @@ def test_backward_keeps_inputs_not_intermediates_of_gelu_layernorm_and_softmax(a
     x.grad.realize()
     assert np.isfinite(x.grad.numpy()).all()
     assert max(peak) <= 5, f"full-size buffers alive per kernel: {peak}"
+
+
+def test_numpy_backend_asks_malloc_to_keep_freed_memory():
+    """On Linux with glibc (CI's machine) the NumPy backend fixes malloc's thresholds, so buffers
+    freed mid-schedule are reused instead of returned to the system and faulted in again."""
+    import sys
+    from minigrad.backends import get_backend
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc's mallopt is a Linux matter")
+    assert get_backend("numpy").keeps_freed_memory

@@ -3,6 +3,10 @@
 A kernel's expression tree is evaluated bottom-up with vectorized numpy calls; the root
 writes straight into the output buffer (`out=`), and matmul goes to BLAS via np.matmul.
 """
+import ctypes
+import os
+import sys
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
@@ -56,9 +60,31 @@ def read(buffer: np.ndarray, view, dtype=None) -> np.ndarray:
     return out
 
 
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse instead of handing it back to the system.
+
+    A schedule frees each buffer right after its last reader (and numpy frees its temporaries at
+    once); by default glibc then returns those pages to the system and faults fresh ones in for
+    the next buffer, which made the laptop recipe's eager step 50% slower (the realize: 88 ms,
+    and 59 ms with this).  Fixed thresholds stop that: blocks under 32 MB come from the heap, and
+    up to 256 MB freed at its top is kept.  Big buffers are still mapped and unmapped as before.
+    Elsewhere (macOS, musl) this does nothing; MINIGRAD_KEEP_FREED=0 turns it off."""
+    if os.environ.get("MINIGRAD_KEEP_FREED", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 256 << 20))
+    except (OSError, AttributeError):
+        return False
+
+
 class NumpyBackend(Backend):
     name = "numpy"
     updates_in_place = True          # a ufunc reads each element before it writes that element
+
+    def __init__(self):
+        self.keeps_freed_memory = keep_freed_memory()
 
     def allocate(self, size, dtype):
         return np.empty(size, dtype)

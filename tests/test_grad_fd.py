@@ -100,6 +100,11 @@ UNARY = {
     "rpow": (lambda x: 2.0 ** x, randn),
     "clip": (lambda x: x.clip(-0.05, 0.05), away_from_zero),
     "sigmoid_of_exp": (lambda x: x.exp().sigmoid() * x, randn),
+    "sin": (lambda x: x.sin(), randn),
+    "cos_tan": (lambda x: x.cos() + (x * 0.3).tan(), randn),
+    "sign_floor_round": (lambda x: (x.sign() + x.floor() + (x * 3).round()) * x, away_from_zero),
+    "softplus_mish": (lambda x: x.softplus() + x.mish(), randn),
+    "elu_leaky_hardswish": (lambda x: x.elu() + x.leakyrelu(0.1) + x.hardswish(), away_from_zero),
 }
 # erf is the Abramowitz-Stegun approximation (abs error < 1.5e-7): its finite differences
 # differ from the exact derivative by ~1e-6
@@ -460,3 +465,23 @@ def test_float32_times_float64_gradient_values(device):
 def test_copy_between_devices(device):
     # Tensor.to() is differentiable: the gradient travels back to the tensor's own device
     check_grad(lambda x: (x.to("numpy").exp() * 2).to(x.device).sum(0), randn(3, 4, seed=69), device=device)
+
+
+# ---- the primitives and composites added for PyTorch users ----------------------------------------
+def test_convolution_pooling_and_attention(device):
+    check_grad(lambda x, w, b: x.conv2d(w, b, stride=2, padding=1), randn(2, 3, 5, 4, seed=60),
+               randn(4, 3, 3, 2, seed=61), randn(4, seed=62), device=device)
+    check_grad(lambda x, w: x.conv_transpose2d(w, stride=2, padding=1), randn(1, 2, 3, 3, seed=63),
+               randn(2, 3, 3, 3, seed=64), device=device)
+    check_grad(lambda x: x.max_pool2d(2) + x.avg_pool2d(2), randn(1, 2, 4, 4, seed=65), device=device)
+    check_grad(lambda q, k, v: q.scaled_dot_product_attention(k, v, is_causal=True), randn(2, 3, 4, seed=66),
+               randn(2, 3, 4, seed=67), randn(2, 3, 5, seed=68), device=device)
+
+
+def test_indexing_gather_cumsum_flip(device):
+    index = np.array([[0, 2], [1, 1]])
+    check_grad(lambda x: x[Tensor(index, device=x.device), Tensor(index.T, device=x.device)], randn(3, 4, seed=69),
+               device=device)
+    check_grad(lambda x: x.gather(1, Tensor(index, device=x.device)), randn(2, 3, seed=70), device=device)
+    check_grad(lambda x: x.cumsum(1) + x.flip(0) + x[::-2].repeat(2, 1).sum(0), randn(3, 4, seed=71),
+               device=device)

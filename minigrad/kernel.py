@@ -7,6 +7,8 @@ Its `ast` is a small expression tree over three node types:
 Backends walk this tree: the NumPy backend calls one numpy function per Op, the
 OpenCL backend prints it as one line of C per Op.
 """
+import functools
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, List, Tuple
@@ -78,7 +80,7 @@ class BufferSpec:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape)) if self.shape else 1
+        return math.prod(self.shape)
 
 
 @dataclass
@@ -89,7 +91,7 @@ class Kernel:
     time_s: float = field(default=0.0)
     prepared: Any = field(default=None, repr=False)   # a backend's compiled form, kept for replays
 
-    @property
+    @functools.cached_property
     def kind(self) -> "KernelKind":
         root = self.ast.op if isinstance(self.ast, Op) else None
         if isinstance(root, ReduceOps):

@@ -82,20 +82,24 @@ def _reads_in_order(s: LazyBuffer, shape) -> bool:
     return _is_plain_reshape(s) and [n for n in s.base.shape if n != 1] == [n for n in shape if n != 1]
 
 
+def _takes_view(s: LazyBuffer, b: LazyBuffer) -> bool:
+    """Can source s of elementwise node b be read through a consumer's unpadded view of b?
+    An unpadded constant can; so can a source that reads a base of b's layout in order."""
+    if s.base.op is LoadOps.CONST and s.base.realized is None:
+        return s.view.mask is None
+    return _reads_in_order(s, b.shape)
+
+
 def _view_passes_through(b: LazyBuffer, materialize: set) -> bool:
     """Can a consumer read elementwise base b through any unpadded View by reading b's sources
-    through that same View?  Yes when each source is a constant, or reads a base of b's shape in
-    order (a buffer, or an inlined node that passes views through in turn)."""
+    through that same View?  Yes when every source takes the view, and each inlined one passes
+    it on to its own sources in turn."""
     if not is_elementwise(b.op):
         return False
     for s in b.srcs:
-        if s.base.op is LoadOps.CONST and s.base.realized is None:
-            if s.view.mask is not None:
-                return False
-            continue
-        if not _reads_in_order(s, b.shape):
+        if not _takes_view(s, b):
             return False
-        inlined = s.base.realized is None and id(s.base) not in materialize
+        inlined = s.base.op is not LoadOps.CONST and s.base.realized is None and id(s.base) not in materialize
         if inlined and not _view_passes_through(s.base, materialize):
             return False
     return True
@@ -166,8 +170,7 @@ def _lower(node: LazyBuffer, materialize: set, inputs: List[LazyBuffer]) -> Op:
         for s in b.srcs:
             if in_order:
                 view = s.view.reshape(outer.shape) if outer.shape != b.shape else s.view
-            elif outer.mask is None and ((s.base.op is LoadOps.CONST and s.view.mask is None) or
-                                         _reads_in_order(s, b.shape)):
+            elif outer.mask is None and _takes_view(s, b):
                 view = outer                                           # rule 4: the view passes through
             else:
                 view = None

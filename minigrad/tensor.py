@@ -106,14 +106,14 @@ class Tensor:
     def ones(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
         return Tensor.full(_shape_arg(shape), 1.0, dtype, device, requires_grad)
 
-    def zeros_like(self, **kw) -> Tensor:
-        return Tensor.full(self.shape, 0, dtype=kw.pop("dtype", self.dtype), device=kw.pop("device", self.device), **kw)
-
-    def ones_like(self, **kw) -> Tensor:
-        return Tensor.full(self.shape, 1, dtype=kw.pop("dtype", self.dtype), device=kw.pop("device", self.device), **kw)
-
     def full_like(self, value: Scalar, **kw) -> Tensor:
         return Tensor.full(self.shape, value, dtype=kw.pop("dtype", self.dtype), device=kw.pop("device", self.device), **kw)
+
+    def zeros_like(self, **kw) -> Tensor:
+        return self.full_like(0, **kw)
+
+    def ones_like(self, **kw) -> Tensor:
+        return self.full_like(1, **kw)
 
     @staticmethod
     def empty(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:

@@ -4,6 +4,7 @@ A kernel's expression tree is evaluated bottom-up with vectorized numpy calls; t
 writes straight into the output buffer (`out=`), and matmul goes to BLAS via np.matmul.
 """
 import ctypes
+import math
 import os
 import sys
 
@@ -170,7 +171,7 @@ def _blocks(shape, skip=()):
     """Bounds ((start, end) per axis) that tile `shape` in blocks of about CHUNK elements, cut
     along the first axis that is not in `skip` (a reduce's axes stay whole); just None, the
     whole shape, for a tensor of at most 4 blocks."""
-    total = int(np.prod(shape)) if shape else 1
+    total = math.prod(shape)                   # per kernel: math.prod, not a numpy reduction
     axis = next((i for i, n in enumerate(shape) if n > 1 and i not in skip), None)
     if axis is None or total <= 4 * CHUNK:
         yield None

@@ -2,7 +2,7 @@
 
 DEBUG=1  one line per realize: how many kernels ran and how long they took
 DEBUG=2  one line per kernel: the ops it fused, its shapes and its time
-DEBUG=3  as 2, plus each generated kernel's source (OpenCL)
+DEBUG=3  as 2, plus each generated kernel's source (OpenCL C, or the C of a compiled CPU kernel)
 NAN=1    anomaly mode from the start (or use `with minigrad.detect_anomaly():`)
 POISON=1 a jit replay fills each intermediate buffer with NaN after its planned last use, so a
          wrong memory plan shows up as a NaN loss instead of a subtly wrong one

@@ -31,6 +31,7 @@ refuse a function that reads values back while building its graph, or whose cons
 host data differ between them; one whose Python values change only later cannot be seen.
 Values returned are copies, safe to keep.
 """
+import functools
 import weakref
 from collections import defaultdict
 from typing import Dict, List
@@ -249,14 +250,17 @@ class jit:
         counter_shift = Tensor._rng_counter - self.counter_start
         Tensor._rng_counter += self.counters_per_call
         buffers = [swap.get(id(b), b) for b in self.buffers]
-        poison = debug.POISON_FREED
-        for i, (kernel, out, ins) in enumerate(self.recording.calls):
-            if kernel.kind is KernelKind.RAND:
-                kernel = _reseeded(kernel, counter_shift)
-            run_kernel(kernel, buffers[out], [buffers[n] for n in ins])
-            if poison:                            # debug: a buffer read after its planned last use reads NaN
+        if debug.POISON_FREED:                    # debug: a buffer read after its planned last use reads NaN
+            for i, (kernel, out, ins) in enumerate(self.recording.calls):
+                if kernel.kind is KernelKind.RAND:
+                    kernel = _reseeded(kernel, counter_shift)
+                run_kernel(kernel, buffers[out], [buffers[n] for n in ins])
                 for n in self.released_after.get(i, ()):
                     _poison(buffers[n], self.recording.specs[n])
+        else:
+            self.counter_shift = counter_shift
+            for call in self._bound_calls(buffers):
+                call()
         for t, (_, write_buf) in zip(state, self.state_pairs):
             buffer = swap.get(id(write_buf), write_buf)
             if buffer is not _buffer(t):
@@ -266,6 +270,43 @@ class jit:
             values = get_backend(device).copy_out(swap.get(id(buffer), buffer), view, dtype)
             outputs.append(Tensor(values, device=device))
         return tuple(outputs) if self.result_is_tuple else outputs[0]
+
+
+    def _bound_calls(self, buffers) -> list:
+        """The replay as a flat list of calls, each bound to its buffers once (Backend.bind: on the
+        CPU a compiled kernel's function with its pointers, or np.matmul on fixed views), so a
+        replay is one Python call per kernel.  Only calls whose buffers changed since the last
+        replay are bound again: those reading the arguments, or state replaced from outside."""
+        calls = self.recording.calls
+        if getattr(self, "_calls", None) is None:
+            for device in {k.output.device for k, _, _ in calls}:      # compile the step's kernels in one go
+                get_backend(device).prepare([k for k, _, _ in calls if k.output.device == device])
+            self._calls, self._bound_to = [None] * len(calls), [None] * len(buffers)
+            self._users = defaultdict(list)       # buffer number -> the calls that use it
+            for i, (_, out, ins) in enumerate(calls):
+                for n in {out, *ins}:
+                    self._users[n].append(i)
+        stale = set()
+        for n, (now, before) in enumerate(zip(buffers, self._bound_to)):
+            if now is not before:
+                stale.update(self._users[n])
+                self._bound_to[n] = now
+        for i in stale:
+            kernel, out, ins = calls[i]
+            if kernel.kind is KernelKind.RAND:     # a fresh seed every replay: bound to this jit
+                self._calls[i] = functools.partial(self._run_random, kernel, buffers[out], [buffers[n] for n in ins])
+            else:
+                self._calls[i] = _bind(kernel, buffers[out], [buffers[n] for n in ins])
+        return self._calls
+
+    def _run_random(self, kernel, out, ins) -> None:
+        run_kernel(_reseeded(kernel, self.counter_shift), out, ins)
+
+
+def _bind(kernel, out, ins):
+    if kernel.kind is KernelKind.COPY:             # between devices: run_kernel knows how
+        return functools.partial(run_kernel, kernel, out, ins)
+    return get_backend(kernel.output.device).bind(kernel, out, ins)
 
 
 def _reseeded(kernel, counter_shift: int):

@@ -232,6 +232,8 @@ def run_schedule(schedule: List[Kernel]) -> None:
     from .backends import get_backend
     start = time.perf_counter()
     count = len(schedule)
+    for device in {k.output.device for k in schedule}:
+        get_backend(device).prepare([k for k in schedule if k.output.device == device])
     for position, kernel in enumerate(schedule):
         out = kernel.output
         backend = get_backend(out.device)

@@ -6,6 +6,7 @@ process, training ran 2.6x and sampling 11x slower than with one thread, same lo
 the default is the physical cores this process may run on, and `limit_blas_threads(n)`
 sets any other count (threadpoolctl, which works for OpenBLAS, MKL and BLIS alike).
 """
+import contextlib
 import glob
 import os
 from typing import Optional
@@ -46,10 +47,30 @@ def blas_threads() -> Optional[int]:
     return max(counts) if counts else None
 
 
+@contextlib.contextmanager
 def limit_blas_threads(n: int):
-    """A context manager (threadpoolctl's) holding BLAS to n threads inside its block."""
+    """Hold BLAS (threadpoolctl) and the compiled kernels' pool (backends/c_runtime.py) to n threads
+    inside the block.  The two take turns on the cores, never run at once, so both get n."""
     if n < 1:
         raise ValueError(f"--threads must be at least 1, got {n}")
     import numpy  # noqa: F401
     from threadpoolctl import threadpool_limits
-    return threadpool_limits(limits=int(n), user_api="blas")
+    compiler = _compiler()
+    before = compiler.thread_count() if compiler else None
+    if compiler:
+        compiler.set_threads(n)
+    try:
+        with threadpool_limits(limits=int(n), user_api="blas"):
+            yield
+    finally:
+        if compiler:
+            compiler.set_threads(before)
+
+
+def _compiler():
+    """The NumPy backend's C compiler, if it compiles kernels (started now if not yet)."""
+    from .backends import get_backend
+    try:
+        return get_backend("numpy").compiler
+    except (RuntimeError, ValueError):
+        return None

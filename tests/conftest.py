@@ -1,12 +1,15 @@
-"""Shared fixtures.  `device` runs a test once per backend.  Both backends must run in CI
-(.ci/run installs PoCL so OpenCL runs on the CPU); on a machine without OpenCL the "cl"
-cases skip with the reason, except under CI=true, where a missing backend is an error."""
+"""Shared fixtures.  `device` runs a test once per backend and CPU path:
+  numpy             the CPU with compiled kernels (the default where a C compiler works)
+  numpy-evaluator   the CPU with the NumPy evaluator (what runs where none does)
+  cl                OpenCL (.ci/run installs PoCL so it runs on the CPU)
+Every one must run in CI: on a machine without OpenCL or a C compiler those cases skip with the
+reason, except under CI=true, where a missing path is an error."""
 import os
 
 import numpy as np
 import pytest
 
-BACKENDS = os.environ.get("MINIGRAD_TEST_BACKENDS", "numpy,cl").split(",")
+BACKENDS = os.environ.get("MINIGRAD_TEST_BACKENDS", "numpy,numpy-evaluator,cl").split(",")
 
 
 def _opencl_problem():
@@ -18,15 +21,32 @@ def _opencl_problem():
         return str(e)
 
 
+def _missing(what: str, problem: str):
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} unavailable in CI: {problem}")
+    pytest.skip(f"{what} unavailable here: {problem}")
+
+
 @pytest.fixture(params=BACKENDS)
 def device(request):
     if request.param == "cl":
         problem = _opencl_problem()
         if problem:
-            if os.environ.get("CI"):
-                pytest.fail(f"OpenCL backend unavailable in CI: {problem}")
-            pytest.skip(f"OpenCL backend unavailable here: {problem}")
-    return request.param
+            _missing("OpenCL backend", problem)
+        yield "cl"
+        return
+    from minigrad.backends import get_backend
+    cpu = get_backend("numpy")
+    if request.param == "numpy":
+        if cpu.compiler is None:
+            _missing("compiled CPU kernels", cpu.why_not_compiled)
+        yield "numpy"
+        return
+    compiler, cpu.compiler = cpu.compiler, None          # numpy-evaluator: the same backend, not compiling
+    try:
+        yield "numpy"
+    finally:
+        cpu.compiler = compiler
 
 
 @pytest.fixture

@@ -80,8 +80,11 @@ def test_two_ranks_equal_one_rank_accumulating_two(tmp_path):
     np.testing.assert_allclose(losses(log_rows(ranks)), losses(ref_rows), rtol=1e-5)
     a, b = load_file(os.path.join(single, "last", "model.safetensors")), \
         load_file(os.path.join(ranks, "last", "model.safetensors"))
+    # Each rank ran on one thread and the single process on two: BLAS (and so every gradient) sums
+    # in a thread-dependent order, and AdamW's m / sqrt(v) turns a last-bit difference in a gradient
+    # near 0 into one of up to a few lr * 1e-3 in its weight; 1e-5 is far below any real mistake.
     for name in a:
-        np.testing.assert_allclose(b[name], a[name], rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(b[name], a[name], rtol=1e-5, atol=1e-5, err_msg=name)
 
 
 def test_ranks_and_accumulation_mixed_stay_within_float32_noise(tmp_path):

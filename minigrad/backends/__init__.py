@@ -34,6 +34,13 @@ class Backend:
     def run(self, kernel, out, inputs):              # compute kernel.ast into `out`
         raise NotImplementedError
 
+    def prepare(self, kernels):                      # compile a schedule's kernels before the first runs
+        pass                                         # (one compiler run for all, where that is cheaper)
+
+    def bind(self, kernel, out, inputs):             # a call running kernel on these buffers (a jit's replay)
+        import functools
+        return functools.partial(self.run, kernel, out, inputs)
+
     def synchronize(self):                           # wait for queued work (for timing)
         pass
 

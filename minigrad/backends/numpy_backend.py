@@ -1,9 +1,17 @@
-"""The NumPy backend: a table from primitive op to numpy function, plus a small runner.
+"""The NumPy backend, the CPU: buffers are numpy arrays and every matmul goes to BLAS (np.matmul).
 
-A kernel's expression tree is evaluated bottom-up with vectorized numpy calls; the root
-writes straight into the output buffer (`out=`), and matmul goes to BLAS via np.matmul.
+Elementwise and reduce kernels run one of two ways:
+  compiled    rendered to C (c_render.py), compiled in one go per schedule by the system C
+              compiler (compiler.py; OpenMP, so every core works), called through ctypes on the
+              arrays' memory.  The default wherever a C compiler works.
+  evaluator   the expression tree evaluated bottom-up with vectorized numpy calls (a table from
+              primitive op to numpy function), the root writing straight into the output
+              (`out=`).  Needs nothing but numpy.
+MINIGRAD_CPU=numpy forces the evaluator, MINIGRAD_CPU=compiled the compiler (an error where none
+works); `python -m minigrad` says which runs here and why.
 """
 import ctypes
+import functools
 import math
 import os
 import sys
@@ -11,10 +19,12 @@ import sys
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ..kernel import Const, Load, Op
+from ..kernel import Const, KernelKind, Load, Op
 from ..rng import uniform
 from ..ops import NORMAL, BinaryOps, LoadOps, ReduceOps, SpecialOps, TernaryOps, UnaryOps
-from . import Backend
+from .. import debug
+from . import Backend, c_render
+from .compiler import Compiler
 
 
 def erf(x: np.ndarray, out=None) -> np.ndarray:
@@ -80,12 +90,96 @@ def keep_freed_memory() -> bool:
         return False
 
 
+CPU_PATHS = ("auto", "compiled", "numpy")
+C_ARGUMENT = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}
+
+
+def cpu_path() -> str:
+    """MINIGRAD_CPU: "auto" (compiled where a C compiler works), "compiled" or "numpy"."""
+    path = os.environ.get("MINIGRAD_CPU", "auto").lower() or "auto"
+    if path not in CPU_PATHS:
+        raise ValueError(f"MINIGRAD_CPU={path!r} is not a CPU path; choose one of {', '.join(CPU_PATHS)}")
+    return path
+
+
 class NumpyBackend(Backend):
     name = "numpy"
-    updates_in_place = True          # a ufunc reads each element before it writes that element
+    # A ufunc reads each element before it writes that element, and so does a compiled kernel:
+    # its loop reads the inputs at index i, then writes out[i] (no `restrict`, so the compiler
+    # keeps that order wherever out is an input).
+    updates_in_place = True
 
     def __init__(self):
         self.keeps_freed_memory = keep_freed_memory()
+        self.compiler, self.why_not_compiled = None, "MINIGRAD_CPU=numpy"
+        path = cpu_path()
+        if path != "numpy":
+            self.compiler = Compiler.find()
+            self.why_not_compiled = Compiler.why_not
+            if self.compiler is None and path == "compiled":
+                raise ValueError(f"MINIGRAD_CPU=compiled, but {Compiler.why_not}")
+        self.functions = {}                  # C function name -> ctypes function, this process
+        self.prepared = {}                   # a kernel's expression -> (function, scalar arguments)
+
+    def describe(self) -> str:
+        if self.compiler is None:
+            return f"NumPy evaluator ({self.why_not_compiled})"
+        return f"compiled kernels, {self.compiler.describe()}"
+
+    # ---- the compiled path ---------------------------------------------------------------
+    MAX_REMEMBERED = 1 << 14
+
+    def compiles(self, kernel) -> bool:
+        return self.compiler is not None and kernel.kind in c_render.RENDERERS and kernel.output.size > 0
+
+    def prepare(self, kernels) -> None:
+        """Compile what these kernels need, all in one compiler run (a warm disk cache skips it):
+        kernel.prepared = (function, scalar args).  Kernels are remembered by their expression,
+        so the next step's equal kernels find theirs without rendering C.  Every kernel is
+        compiled, even one that runs once: which path computes a value must not depend on what
+        ran before, or a resumed run would differ from an uninterrupted one in the last bits."""
+        todo = []
+        for k in kernels:
+            if k.prepared is not None or not self.compiles(k):
+                continue
+            key = (k.ast, k.output.shape, k.output.dtype, tuple(b.dtype for b in k.inputs))   # a Const has no shape
+            known = self.prepared.get(key)
+            if known is not None:
+                k.prepared = known
+            else:
+                todo.append((key, k))
+        if not todo:
+            return
+        rendered = [c_render.render(k, [b.dtype for b in k.inputs]) for _, k in todo]
+        if debug.DEBUG >= 3:
+            for name, source, _ in rendered:
+                print(source)
+        missing = {name: source for name, source, _ in rendered if name not in self.functions}
+        for name, function in self.compiler.build(missing, c_render.PRELUDE).items() if missing else ():
+            self.functions[name] = function
+        if len(self.prepared) > self.MAX_REMEMBERED:        # kernels whose numbers change each time
+            self.prepared.clear()
+        for (key, kernel), (name, _, scalars) in zip(todo, rendered):
+            function = self.functions[name]
+            if function.argtypes is None:
+                function.argtypes = [ctypes.c_void_p] * (1 + len(kernel.inputs)) + [C_ARGUMENT[d] for _, d in scalars]
+                function.restype = None
+            kernel.prepared = self.prepared[key] = (function, tuple(float(v) for v, _ in scalars))
+
+    def bind(self, kernel, out, inputs):
+        """A call that runs `kernel` on these buffers, with everything that does not change between
+        calls worked out once (a jit replays it): the compiled function with its pointers, or
+        np.matmul on views fixed in advance."""
+        if self.compiles(kernel):
+            if kernel.prepared is None:
+                self.prepare([kernel])
+            function, scalars = kernel.prepared
+            return functools.partial(function, out.ctypes.data, *[b.ctypes.data for b in inputs], *scalars)
+        root = kernel.ast
+        if kernel.kind is KernelKind.MATMUL and all(isinstance(s, Load) and s.view.mask is None for s in root.srcs):
+            a, b = (read(inputs[s.index], s.view) for s in root.srcs)
+            return functools.partial(np.matmul, a, b, out=out.reshape(kernel.output.shape))
+        return super().bind(kernel, out, inputs)
 
     def allocate(self, size, dtype):
         return np.empty(size, dtype)
@@ -103,6 +197,10 @@ class NumpyBackend(Backend):
         return np.array(read(buffer, view), dtype=dtype, copy=True)
 
     def run(self, kernel, out, inputs):
+        if kernel.prepared is not None and self.compiler is not None:     # compiled by prepare()
+            function, scalars = kernel.prepared
+            function(out.ctypes.data, *[b.ctypes.data for b in inputs], *scalars)
+            return
         with np.errstate(all="ignore"):      # inf and NaN are values here; anomaly mode reports them
             self._run(kernel, out, inputs)
 

@@ -1,0 +1,211 @@
+"""Turn an elementwise or reduce Kernel into a plain C function for the compiled CPU path.
+
+The expression inside is the OpenCL renderer's (c_like.py: one place for each op's C and for a
+View's index arithmetic); what differs is the loop around it.  A GPU launches one work item
+per output element; here one function call runs loops over the kernel's shape, whose outer loop
+the thread pool (c_runtime.py) splits across the cores, and whose inner loop the compiler vectorizes:
+
+  elementwise   for i0 .. for ik:   out[flat index] = expression(i0..ik)
+  reduce        for each kept index:  acc = identity;  for each reduced index: acc = acc (+|max) value
+                (when the innermost axis is kept, as in a bias gradient's sum over rows, the kept
+                axes after the last reduced one run innermost and accumulate in a row of `acc`)
+
+Dims are merged first where every Load reads them as one (a (B, T, D) tensor read in order is
+one loop of B*T*D), so loops are few and the innermost one is long.  Float sums accumulate in
+double.  The function is named by a hash of its source, so equal kernels share one function.
+"""
+import hashlib
+import math
+from typing import List, Sequence, Tuple
+
+from ..kernel import Const, KernelKind, Load, Op, walk
+from ..ops import ReduceOps
+from ..view import View
+from .c_like import ExpressionRenderer, c_type, lowest
+
+# A loop of fewer elements than this runs on one thread: starting the others costs more.  A bigger
+# one is cut into a chunk per PARALLEL_FROM elements (at most MAX_CHUNKS), whatever the threads.
+PARALLEL_FROM = 1 << 14
+MAX_CHUNKS = 64
+
+# max on floats as numpy has it: NaN wins (C's fmax would drop it)
+PRELUDE = "#define maxnan(a, b) (((a) != (a) || (a) > (b)) ? (a) : (b))\n"
+
+
+class CExpressionRenderer(ExpressionRenderer):
+    float_max = "maxnan"
+
+
+def _mergeable(loads: Sequence[Load], shape, a: int, b: int) -> bool:
+    """Can dims a and b = a+1 be one loop?  Yes when every Load reads them as one run of memory
+    (stride[a] == stride[b] * shape[b]) and pads neither."""
+    for load in loads:
+        v = load.view
+        if v.mask is not None and (v.mask[a] != (0, shape[a]) or v.mask[b] != (0, shape[b])):
+            return False
+        if v.strides[a] != v.strides[b] * shape[b]:
+            return False
+    return True
+
+
+def merge_dims(shape, loads: Sequence[Load], reduced: Tuple[int, ...] = ()) -> List[List[int]]:
+    """Groups of consecutive dims that can run as one loop: same kind (reduced or kept), and
+    read as one by every load.  Dims of size 1 that no load pads are dropped."""
+    def padded(d):
+        return any(ld.view.mask is not None and ld.view.mask[d] != (0, shape[d]) for ld in loads)
+    dims = [d for d in range(len(shape)) if shape[d] != 1 or padded(d)]
+    groups: List[List[int]] = []
+    for d in dims:
+        if groups and (groups[-1][-1] in reduced) == (d in reduced) and _mergeable(loads, shape, groups[-1][-1], d):
+            groups[-1].append(d)
+        else:
+            groups.append([d])
+    return groups
+
+
+def _merged_view(view: View, groups: List[List[int]]) -> View:
+    shape = tuple(math.prod(view.shape[d] for d in g) for g in groups)
+    strides = tuple(view.strides[g[-1]] for g in groups)
+    mask = None
+    if view.mask is not None:                      # a padded dim is always a group of its own
+        mask = tuple(view.mask[g[0]] if len(g) == 1 else (0, n) for g, n in zip(groups, shape))
+        if all(m == (0, n) for m, n in zip(mask, shape)):
+            mask = None
+    return View(shape, strides, view.offset, mask)
+
+
+def _rewrite(node, groups, memo):
+    """The expression tree with every Load's View (and every shape) over the merged dims."""
+    if id(node) in memo:
+        return memo[id(node)]
+    if isinstance(node, Load):
+        new = Load(node.index, _merged_view(node.view, groups), node.dtype)
+    elif isinstance(node, Const):
+        new = node
+    else:
+        shape = tuple(math.prod(node.shape[d] for d in g) for g in groups)
+        new = Op(node.op, tuple(_rewrite(s, groups, memo) for s in node.srcs), node.arg, node.dtype, shape)
+    memo[id(node)] = new
+    return new
+
+
+def _parameters(kernel, input_dtypes, scalars) -> List[str]:
+    """The output buffer, the input buffers, then the scalar arguments."""
+    params = [f"{c_type(kernel.output.dtype)}* out"]
+    params += [f"const {c_type(d)}* in{i}" for i, d in enumerate(input_dtypes)]
+    params += [f"{c_type(d)} c{i}" for i, (_, d) in enumerate(scalars)]
+    return params
+
+
+def _loops(names: Sequence[str], sizes: Sequence[int], split: bool = False) -> List[str]:
+    """Nested for-loop headers.  With `split`, the outermost runs over [start, end): the chunk of
+    it one thread of the pool was given."""
+    lines = []
+    for k, (name, n) in enumerate(zip(names, sizes)):
+        start, end = ("start", "end") if split and k == 0 else ("0", n)
+        lines.append(f"for (long {name} = {start}; {name} < {end}; {name}++)")
+    return lines
+
+
+def _flat(names: Sequence[str], sizes: Sequence[int]) -> str:
+    """The row-major flat index of loop variables `names` over `sizes`."""
+    expr = ""
+    for name, n in zip(names, sizes):
+        expr = f"({expr})*{n} + {name}" if expr else name
+    return expr or "0"
+
+
+def render_elementwise(kernel, input_dtypes) -> Tuple[str, list]:
+    root = kernel.ast
+    shape = kernel.output.shape
+    loads = [n for n in walk(root) if isinstance(n, Load)]
+    groups = merge_dims(shape, loads)
+    root = _rewrite(root, groups, {})
+    sizes = [math.prod(shape[d] for d in g) for g in groups]
+    idx = [f"i{k}" for k in range(len(sizes))]
+    scalars = []
+    r = CExpressionRenderer(idx, scalars)
+    result = r.render(root)
+    body = _loops(idx, sizes, split=True) + ["{"]
+    body += ["  " + line for line in r.lines] + [f"  out[{_flat(idx, sizes)}] = {result};", "}"]
+    return _function(kernel, input_dtypes, scalars, body, sizes[0] if sizes else 1, math.prod(sizes))
+
+
+def render_reduce(kernel, input_dtypes) -> Tuple[str, list]:
+    root = kernel.ast
+    op, axes = root.op, tuple(root.arg)
+    src = root.srcs[0]
+    in_shape = src.shape if isinstance(src, Op) else src.view.shape
+    loads = [n for n in walk(src) if isinstance(n, Load)]
+    groups = merge_dims(in_shape, loads, axes)
+    src = _rewrite(src, groups, {})
+    sizes = [math.prod(in_shape[d] for d in g) for g in groups]
+    is_reduced = [g[0] in axes for g in groups]
+    idx = [f"i{k}" for k in range(len(sizes))]
+    last_reduced = max((k for k, r in enumerate(is_reduced) if r), default=-1)
+    lead = [k for k in range(len(sizes)) if not is_reduced[k] and k < last_reduced]
+    red = [k for k in range(len(sizes)) if is_reduced[k]]
+    trail = list(range(last_reduced + 1, len(sizes)))        # kept dims inside the last reduced one
+    n_lead, n_red, n_trail = (math.prod(sizes[k] for k in ks) for ks in (lead, red, trail))
+
+    t = c_type(kernel.output.dtype)
+    acc_t = "double" if op is ReduceOps.SUM and kernel.output.dtype.kind == "f" else t
+    init = "0" if op is ReduceOps.SUM else lowest(kernel.output.dtype)
+    scalars = []
+    r = CExpressionRenderer(idx, scalars)
+    value = r.render(src)
+    lead_names, red_names, trail_names = ([idx[k] for k in ks] for ks in (lead, red, trail))
+    out_index = _flat(lead_names + trail_names, [sizes[k] for k in lead + trail])
+
+    def fold(a: str) -> str:
+        if op is ReduceOps.SUM:
+            return f"{a} += {value};"
+        return f"{a} = {'maxnan' if t in ('float', 'double') else 'max'}({a}, ({acc_t}){value});"
+
+    body = _loops(lead_names, [sizes[k] for k in lead], split=True) + ["{"]
+    if not trail:                                  # one accumulator per output element
+        body.append(f"  {acc_t} acc = ({acc_t}){init};")
+        if op is ReduceOps.SUM and n_red > 1:
+            body.append("  #pragma omp simd reduction(+:acc)" if len(red_names) == 1 else "")
+        body += ["  " + line for line in _loops(red_names, [sizes[k] for k in red])]
+        body += ["  {"] + ["    " + line for line in r.lines] + [f"    {fold('acc')}", "  }"]
+        body.append(f"  out[{out_index}] = ({t})acc;")
+    else:                                          # a row of accumulators, the kept dims innermost
+        body.append(f"  {acc_t}* acc = ({acc_t}*)malloc(sizeof({acc_t}) * {n_trail});")
+        body.append(f"  for (long j = 0; j < {n_trail}; j++) acc[j] = ({acc_t}){init};")
+        body += ["  " + line for line in _loops(red_names + trail_names, [sizes[k] for k in red + trail])]
+        j = _flat(trail_names, [sizes[k] for k in trail])
+        body += ["  {"] + ["    " + line for line in r.lines] + [f"    {fold(f'acc[{j}]')}", "  }"]
+        lead_flat = _flat(lead_names, [sizes[k] for k in lead])
+        body.append(f"  for (long j = 0; j < {n_trail}; j++) out[({lead_flat}) * {n_trail} + j] = ({t})acc[j];")
+        body.append("  free(acc);")
+    body.append("}")
+    outer = sizes[lead[0]] if lead else 1
+    return _function(kernel, input_dtypes, scalars, body, outer, n_lead * n_red * n_trail)
+
+
+def _function(kernel, input_dtypes, scalars, body: List[str], outer: int, work: int) -> Tuple[str, str, list]:
+    """(name, source, scalars): the kernel's loops as a function of a chunk [start, end) of its
+    outer loop, and the entry point that runs all `outer` iterations, on the thread pool when
+    the kernel has `work` enough to share.  Named by a hash of everything but the name."""
+    params = _parameters(kernel, input_dtypes, scalars)
+    names = [p.rsplit(" ", 1)[1] for p in params]
+    unpack = [f"{p} = a->{n};" for p, n in zip(params, names)]
+    text = "\n  ".join(line for line in unpack + body if line)
+    chunks = min(outer, MAX_CHUNKS, work // PARALLEL_FROM)
+    call = f"mg_parallel(NAME_chunk, &a, {outer}, {chunks});" if chunks > 1 else f"NAME_chunk(&a, 0, {outer});"
+    source = (f"struct NAME_args {{ {' '.join(p + ';' for p in params)} }};\n"
+              f"static void NAME_chunk(void* args, long start, long end) {{\n"
+              f"  const struct NAME_args* a = args;\n  {text}\n}}\n"
+              f"void NAME({', '.join(params)}) {{\n"
+              f"  struct NAME_args a = {{ {', '.join(names)} }};\n  {call}\n}}\n")
+    name = "k_" + hashlib.sha1(source.encode()).hexdigest()[:20]
+    return name, source.replace("NAME", name), scalars
+
+
+RENDERERS = {KernelKind.ELEMENTWISE: render_elementwise, KernelKind.REDUCE: render_reduce}
+
+
+def render(kernel, input_dtypes) -> Tuple[str, str, list]:
+    """(function name, C source, scalar arguments) for an elementwise or reduce kernel."""
+    return RENDERERS[kernel.kind](kernel, input_dtypes)

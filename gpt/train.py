@@ -223,19 +223,32 @@ class CombiningStep:
         return float(loss_mean), int(stop_votes)
 
 
-def estimate_loss(model: GPT, data: CharDataset, eval_iters: int, device: str) -> dict:
-    """Mean loss over eval_iters random batches of each split, without dropout."""
+def make_eval_loss(model: GPT, use_jit: bool = True):
+    """loss(x, y): the model's loss on a batch, for evaluation (call it in eval mode, under no_grad).
+    With use_jit its kernels are captured like a training step's (minigrad.jit, reading the
+    parameters wherever training left them), so an evaluation of 200 batches builds no graphs."""
+    def eval_loss(x: Tensor, y: Tensor) -> Tensor:
+        return model(x, y)[1]
+    return minigrad.jit(eval_loss, state=[model]) if use_jit else eval_loss
+
+
+def estimate_loss(model: GPT, data: CharDataset, eval_iters: int, device: str, loss_fn=None) -> dict:
+    """Mean loss over eval_iters random batches of each split, without dropout.  `loss_fn` is a
+    make_eval_loss(model) kept across evaluations (so its capture is made once); by default the
+    model runs eagerly."""
+    loss_fn = loss_fn or make_eval_loss(model, use_jit=False)
     model.eval()
     out = {}
-    with no_grad():
-        for split in ("train", "val"):
-            losses = []
-            for _ in range(eval_iters):
-                x, y = data.get_batch(split)
-                _, loss = model(Tensor(x, device=device), Tensor(y, device=device))
-                losses.append(loss.item())
-            out[split] = float(np.mean(losses))
-    model.train()
+    try:
+        with no_grad():
+            for split in ("train", "val"):
+                losses = []
+                for _ in range(eval_iters):
+                    x, y = data.get_batch(split)
+                    losses.append(loss_fn(Tensor(x, device=device), Tensor(y, device=device)).item())
+                out[split] = float(np.mean(losses))
+    finally:
+        model.train()
     return out
 
 
@@ -388,6 +401,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, overwrite: bool, thre
         step = CombiningStep(model, optimizer, cfg.grad_clip, cfg.jit, world, cfg.grad_accum)
     else:
         step = make_train_step(model, optimizer, cfg.grad_clip, use_jit=cfg.jit)
+    eval_loss = make_eval_loss(model, use_jit=cfg.jit)
 
     n_params = model.num_parameters()
     tokens_per_step = cfg.batch_size * cfg.grad_accum * world.size * cfg.block_size
@@ -412,7 +426,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, overwrite: bool, thre
                 lr = lr_at(cfg, iter_num)
                 optimizer.lr = lr
                 if (iter_num % cfg.eval_interval == 0 or iter_num == cfg.max_iters) and not evaluated:
-                    losses = world.from_root(lambda: estimate_loss(model, data, cfg.eval_iters, cfg.device))
+                    losses = world.from_root(lambda: estimate_loss(model, data, cfg.eval_iters, cfg.device, eval_loss))
                     if not all(math.isfinite(v) for v in losses.values()):
                         raise TrainingStopped(f"evaluation loss is not finite at iteration {iter_num} "
                                               f"(train {losses['train']}, val {losses['val']})")

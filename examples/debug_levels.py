@@ -49,9 +49,13 @@ RUNS = [
      "gather, ...), the ops fused into it joined by `+`, its output shape and dtype, and the shapes "
      "it reads. Here a softmax is 4 kernels: the row max; exp(x - max) in one fused pass; its row sum; "
      "the division.", {"DEBUG": "2"}, SOFTMAX),
+    ("DEBUG=3 (CPU)", "As DEBUG=2, plus the C of each compiled CPU kernel when the process first meets "
+     "it: a function running the kernel's loops over a chunk [start, end) of its outer loop, and the "
+     "entry point that runs every chunk (on the thread pool, when the kernel is big enough to share). "
+     "Equal kernels share one function; float constants are arguments (`c0`), so new numbers need no "
+     "new compile.", {"DEBUG": "3"}, SOFTMAX),
     ("DEBUG=3 (OpenCL)", "As DEBUG=2, plus the OpenCL C source of each kernel before it runs and the "
-     "launch sizes (on the NumPy backend, DEBUG=3 prints what DEBUG=2 does). Run on PoCL here.",
-     {"DEBUG": "3", "MINIGRAD_DEVICE": "cl"}, SOFTMAX),
+     "launch sizes. Run on PoCL here.", {"DEBUG": "3", "MINIGRAD_DEVICE": "cl"}, SOFTMAX),
     ("t.explain()", "The kernels a tensor would run, without running them, at any DEBUG level "
      "(`explain(source=True)` adds the OpenCL source).", {}, EXPLAIN),
     ("NAN=1", "Anomaly mode (also `with minigrad.detect_anomaly():`): every op runs as its own kernel "

@@ -15,7 +15,7 @@ from typing import List, Tuple
 
 Cell = Tuple[str, str]          # ("md", text) or ("code", source)
 
-NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?!\w)")   # not digits inside a name (k_93e5...)
 TIME = re.compile(r"[ \t]*-?\d+(?:\.\d+)? ?(?:ms|s)\b")
 
 

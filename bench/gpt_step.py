@@ -1,11 +1,17 @@
 """Time one GPT training step (forward, backward, clip, AdamW) on each minigrad backend and,
 as the reference, in PyTorch eager on the same CPU, all in one run and with the same weights.
 
-    python bench/gpt_step.py                      # the laptop recipe: L=4, H=4, D=128, T=64, B=12
+    python bench/gpt_step.py                      # S, the laptop recipe: L=4 H=4 D=128 T=64 B=12
+    python bench/gpt_step.py --config M           # M, shakespeare-char: L=6 H=6 D=384 T=256 B=64
     python bench/gpt_step.py --devices numpy cl --steps 20
 
-Prints milliseconds per step and ratios, checks that every backend gives the same losses,
-and writes bench/results/gpt_step.json.  PyTorch is only an oracle here, never a dependency.
+The jit steps and PyTorch's are interleaved in rounds of --round steps each, so both see the
+same machine (other load, clock changes); the first step of each round is not timed, as it meets
+the other library's threads still spinning (PyTorch's OpenMP, BLAS's) and pays for them.  Prints milliseconds per step, tokens/s, the ratio to PyTorch,
+the model's FLOPs per step and the MFU: those FLOPs per second as a share of what np.matmul
+does at n=1024 in the same run (the BLAS ceiling of this machine).  Checks that every backend
+gives the same losses, and writes bench/results/gpt_step[_M].json.  PyTorch is only an oracle
+here, never a dependency.
 """
 import argparse
 import json
@@ -21,6 +27,9 @@ from gpt.train import make_train_step
 from minigrad import Tensor
 from minigrad.backends import available_devices, get_backend
 
+CONFIGS = {"S": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12),
+           "M": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=64)}
+
 
 def make_batches(config, batch_size, steps, seed=0):
     rng = np.random.default_rng(seed)
@@ -28,7 +37,8 @@ def make_batches(config, batch_size, steps, seed=0):
     return [(d[:, :-1], d[:, 1:]) for d in data]
 
 
-def time_minigrad(config, state, batches, device, warmup, use_jit=False):
+def minigrad_steps(config, state, device, use_jit=False):
+    """A function running one training step on a batch, returning (loss, seconds)."""
     Tensor.manual_seed(0)
     model = GPT(config)
     model.load_state_dict(state)
@@ -38,14 +48,23 @@ def time_minigrad(config, state, batches, device, warmup, use_jit=False):
     optimizer = model.configure_optimizer(weight_decay=0.1, lr=1e-3, betas=(0.9, 0.99))
     backend = get_backend(device)
     step = make_train_step(model, optimizer, grad_clip=1.0, use_jit=use_jit)
+
+    def run(x, y):
+        t0 = time.perf_counter()
+        loss = step(Tensor(x, device=device), Tensor(y, device=device)).item()
+        backend.synchronize()
+        return loss, time.perf_counter() - t0
+    return run
+
+
+def time_minigrad(config, state, batches, device, warmup, use_jit=False):
+    run = minigrad_steps(config, state, device, use_jit)
     losses, times = [], []
     for i, (x, y) in enumerate(batches):
-        t0 = time.perf_counter()
-        loss = step(Tensor(x, device=device), Tensor(y, device=device))
-        losses.append(loss.item())
-        backend.synchronize()
+        loss, seconds = run(x, y)
+        losses.append(loss)
         if i >= warmup:
-            times.append(time.perf_counter() - t0)
+            times.append(seconds)
     return losses, times
 
 
@@ -64,7 +83,8 @@ def kernels_per_step(config, state, batch) -> int:
     return len(step.recording.calls)
 
 
-def time_torch(config, state, batches, warmup):
+def torch_steps(config, state):
+    """PyTorch eager's training step on the same model: a function of a batch -> (loss, seconds)."""
     import torch
     import torch.nn.functional as F
     torch.manual_seed(0)
@@ -95,81 +115,138 @@ def time_torch(config, state, batches, warmup):
     no_decay = [p for n, p in params.items() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=1e-3, betas=(0.9, 0.99))
-    losses, times = [], []
-    for i, (x, y) in enumerate(batches):
+    def run(x, y):
         t0 = time.perf_counter()
         loss = forward(torch.tensor(x), torch.tensor(y))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
         opt.step()
         opt.zero_grad()
-        losses.append(loss.item())
+        return loss.item(), time.perf_counter() - t0
+    return run
+
+
+def time_torch(config, state, batches, warmup):
+    run = torch_steps(config, state)
+    losses, times = [], []
+    for i, (x, y) in enumerate(batches):
+        loss, seconds = run(x, y)
+        losses.append(loss)
         if i >= warmup:
-            times.append(time.perf_counter() - t0)
+            times.append(seconds)
     return losses, times
+
+
+def flops_per_step(config, batch_size: int, n_params: int) -> float:
+    """nanoGPT's estimate (PaLM's appendix B): 6 N per token for the weights' matmuls forward and
+    backward, plus 12 L H Q T per token for attention's (Q = D / H); N without positions."""
+    L, H, Q, T = config.n_layer, config.n_head, config.n_embd // config.n_head, config.block_size
+    return (6 * n_params + 12 * L * H * Q * T) * T * batch_size
+
+
+def matmul_flops_per_s(n: int = 1024, repeat: int = 5) -> float:
+    """np.matmul's float32 GFLOP/s at n x n, the best of `repeat` (the BLAS ceiling for MFU)."""
+    a, b = np.ones((n, n), np.float32), np.ones((n, n), np.float32)
+    np.matmul(a, b)
+    best = min(_timed(lambda: np.matmul(a, b)) for _ in range(repeat))
+    return 2 * n ** 3 / best
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n-layer", type=int, default=4)
-    parser.add_argument("--n-head", type=int, default=4)
-    parser.add_argument("--n-embd", type=int, default=128)
-    parser.add_argument("--block-size", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=12)
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="S",
+                        help="S: the laptop recipe; M: the shakespeare-char model (dropout off)")
+    for name in ("n-layer", "n-head", "n-embd", "block-size", "batch-size"):
+        parser.add_argument(f"--{name}", type=int, default=None, help="override the config's value")
     parser.add_argument("--vocab-size", type=int, default=65)
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per backend (after --warmup)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per backend (default 20 on S, 5 on M)")
     parser.add_argument("--warmup", type=int, default=4,
-                        help="untimed first steps (OpenCL compiles kernels here; the jit checks steps 2 and 3 "
+                        help="untimed first steps (kernels compile here; the jit checks steps 2 and 3 "
                              "and captures step 4)")
     parser.add_argument("--devices", nargs="+", default=None, help="minigrad devices (default: numpy, and cl if it works)")
+    parser.add_argument("--round", type=int, default=None, help="steps of each in a round (default 6 on S, 2 on M)")
+    parser.add_argument("--no-eager", action="store_true", help="skip minigrad without the jit (slow on M)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "gpt_step.json"))
+    parser.add_argument("--out", default=None, help="default: bench/results/gpt_step.json (S) or gpt_step_M.json")
     args = parser.parse_args()
+    shape = {k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in CONFIGS[args.config].items()}
+    steps = args.steps or (20 if args.config == "S" else 5)
+    per_round = args.round or (6 if args.config == "S" else 2)
+    out = args.out or os.path.join(os.path.dirname(__file__), "results",
+                                   "gpt_step.json" if args.config == "S" else f"gpt_step_{args.config}.json")
 
-    config = GPTConfig(vocab_size=args.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
-                       n_head=args.n_head, n_embd=args.n_embd, dropout=0.0, bias=True)
+    batch_size = shape.pop("batch_size")
+    config = GPTConfig(vocab_size=args.vocab_size, dropout=0.0, bias=True, **shape)
     Tensor.manual_seed(1234)
-    state = GPT(config).state_dict()
-    batches = make_batches(config, args.batch_size, args.steps + args.warmup)
+    model = GPT(config)
+    state, n_params = model.state_dict(), model.num_parameters()
+    del model
+    batches = make_batches(config, batch_size, steps + args.warmup)
     devices = args.devices or available_devices()
 
-    results = {}
+    runners = {}
     for device in devices:
-        for use_jit in (False, True):
-            losses, times = time_minigrad(config, state, batches, device, args.warmup, use_jit)
-            name = f"minigrad-{device}" + ("+jit" if use_jit else "")
-            results[name] = {"ms_per_step": 1e3 * float(np.median(times)), "losses": losses}
-    kernels = kernels_per_step(config, state, batches[0])
-    print(f"kernels per step: {kernels}")
+        runners[f"minigrad-{device}+jit"] = minigrad_steps(config, state, device, use_jit=True)
+        if not args.no_eager:
+            runners[f"minigrad-{device}"] = minigrad_steps(config, state, device, use_jit=False)
     if not args.no_torch:
         try:
             import torch
             torch.set_num_threads(os.cpu_count() or 1)
-            losses, times = time_torch(config, state, batches, args.warmup)
-            results["torch-eager"] = {"ms_per_step": 1e3 * float(np.median(times)), "losses": losses}
+            runners["torch-eager"] = torch_steps(config, state)
         except ImportError:
             print("(PyTorch not installed: no reference run)")
+    results = {name: {"losses": [], "times": []} for name in runners}
+    for name, run in runners.items():                    # warm-up: compiles, the jit's checks and capture
+        for x, y in batches[:args.warmup]:
+            results[name]["losses"].append(run(x, y)[0])
+    timed = batches[args.warmup:]
+    while any(len(r["times"]) < steps for r in results.values()):
+        for name, run in runners.items():               # a round of each in turn; its first step untimed
+            r = results[name]
+            for j in range(per_round + 1):
+                x, y = timed[len(r["times"]) % len(timed)]
+                loss, seconds = run(x, y)
+                if j > 0 and len(r["times"]) < steps:
+                    r["losses"].append(loss)
+                    r["times"].append(seconds)
+    for r in results.values():
+        r["ms_per_step"] = 1e3 * float(np.median(r.pop("times")))
 
-    base = results["minigrad-numpy"]["ms_per_step"] if "minigrad-numpy" in results else None
-    tokens = args.batch_size * args.block_size
-    print(f"GPT step, L={args.n_layer} H={args.n_head} D={args.n_embd} T={args.block_size} B={args.batch_size} "
-          f"(median of {args.steps} steps)")
+    kernels = kernels_per_step(config, state, batches[0])
+    flops = flops_per_step(config, batch_size, n_params)
+    ceiling = matmul_flops_per_s()
+    tokens = batch_size * config.block_size
+    print(f"kernels per step: {kernels}")
+    print(f"GPT step, config {args.config}: L={config.n_layer} H={config.n_head} D={config.n_embd} "
+          f"T={config.block_size} B={batch_size}, {flops / 1e9:.1f} GFLOP per step "
+          f"(median of {steps} steps; np.matmul at 1024: {ceiling / 1e9:.0f} GFLOP/s)")
+    torch_ms = results.get("torch-eager", {}).get("ms_per_step")
     for name, r in results.items():
-        ratio = f"{r['ms_per_step'] / base:5.2f}x numpy" if base else ""
-        print(f"  {name:<20} {r['ms_per_step']:8.1f} ms/step  {tokens / r['ms_per_step'] * 1e3:9.0f} tokens/s  {ratio}")
-    reference = results[next(iter(results))]["losses"]
+        r["tokens_per_s"] = tokens / r["ms_per_step"] * 1e3
+        r["mfu"] = flops / (r["ms_per_step"] / 1e3) / ceiling
+        ratio = f"{torch_ms / r['ms_per_step']:5.2f}x torch" if torch_ms else ""
+        print(f"  {name:<20} {r['ms_per_step']:8.1f} ms/step  {r['tokens_per_s']:9.0f} tokens/s  "
+              f"MFU {100 * r['mfu']:4.0f}%  {ratio}")
+    first = next(iter(results))
     for name, r in results.items():
-        diff = max(abs(a - b) for a, b in zip(r["losses"], reference))
+        diff = max(abs(a - b) for a, b in zip(r["losses"], results[first]["losses"]))
         r["max_loss_diff_vs_first"] = diff
-        print(f"  {name:<20} max |loss - {next(iter(results))}| over all steps = {diff:.2e}")
+        print(f"  {name:<20} max |loss - {first}| over all steps = {diff:.2e}")
     info = {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "kernels_per_step": kernels,
-            "devices": {d: (get_backend(d).describe() if d == "cl" else "numpy") for d in devices},
-            "config": vars(args)}
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
+            "kernels_per_step": kernels, "flops_per_step": flops, "matmul_flops_per_s_1024": ceiling,
+            "cpu_kernels": get_backend("numpy").describe(),
+            "devices": {d: get_backend(d).describe() for d in devices}, "config": vars(args)}
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
         json.dump({"results": results, "info": info}, f, indent=2)
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

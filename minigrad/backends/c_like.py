@@ -99,8 +99,10 @@ class ExpressionRenderer:
     Finite float constants become kernel arguments (c0, c1, ...) rather than literals, so a
     kernel whose numbers change every step (a learning rate, Adam's bias correction) keeps
     the same source and is compiled once.  `scalars` collects their (value, dtype).
-    `float_max` spells max on floats: OpenCL's fmax, or a NaN-propagating one (numpy's maximum)."""
+    `float_max` spells max on floats: OpenCL's fmax, or a NaN-propagating one (numpy's maximum);
+    `unary` is the table of unary ops, which a renderer may amend."""
     float_max = "fmax"
+    unary = UNARY
 
     def __init__(self, idx: Sequence[str], scalars: list):
         self.idx, self.lines, self.names, self.count = list(idx), [], {}, 0
@@ -128,8 +130,8 @@ class ExpressionRenderer:
             t = c_type(n.dtype)
             if n.op is UnaryOps.CAST:
                 expr = f"(({t})({src[0]}))" if n.dtype != np.bool_ else f"((uchar)({src[0]}!=0))"
-            elif n.op in UNARY:
-                expr = UNARY[n.op].format(*src, t=t)
+            elif n.op in self.unary:
+                expr = self.unary[n.op].format(*src, t=t)
             elif n.op is BinaryOps.MAX:
                 expr = f"{self.float_max}({src[0]},{src[1]})" if n.dtype.kind == "f" else f"max({src[0]},{src[1]})"
             elif n.op in BINARY:

@@ -19,21 +19,40 @@ import math
 from typing import List, Sequence, Tuple
 
 from ..kernel import Const, KernelKind, Load, Op, walk
-from ..ops import ReduceOps
+from ..ops import ReduceOps, UnaryOps
 from ..view import View
-from .c_like import ExpressionRenderer, c_type, lowest
+from .c_like import ExpressionRenderer, c_type, load_expr, lowest
 
 # A loop of fewer elements than this runs on one thread: starting the others costs more.  A bigger
 # one is cut into a chunk per PARALLEL_FROM elements (at most MAX_CHUNKS), whatever the threads.
 PARALLEL_FROM = 1 << 14
 MAX_CHUNKS = 64
 
-# max on floats as numpy has it: NaN wins (C's fmax would drop it)
-PRELUDE = "#define maxnan(a, b) (((a) != (a) || (a) > (b)) ? (a) : (b))\n"
+# maxnan: max on floats as numpy has it, NaN wins (C's fmax would drop it).
+# mg_exp: exp, but 0 below the smallest normal result.  The vector exp of glibc's libmvec leaves
+# its fast path for any lane below -87.3 (float): a causally masked softmax has half its scores at
+# -inf, and took 8x longer.  So the argument is clamped at EXP_FLOOR and the result set to 0 there
+# (a true result below 1.6e-38 becomes 0).  The floors are variables, not constants, else the
+# compiler sees through the clamp (where the result is kept, the clamp changed nothing) and passes
+# the raw argument after all.
+PRELUDE = """#define maxnan(a, b) (((a) != (a) || (a) > (b)) ? (a) : (b))
+float mg_exp_floor_f = -87.0f;
+double mg_exp_floor_d = -708.0;
+static inline float mg_expf(float x) {
+  float c = x < mg_exp_floor_f ? mg_exp_floor_f : x, e = exp(c);
+  return c == mg_exp_floor_f ? 0.0f : e;
+}
+static inline double mg_expd(double x) {
+  double c = x < mg_exp_floor_d ? mg_exp_floor_d : x, e = exp(c);
+  return c == mg_exp_floor_d ? 0.0 : e;
+}
+#define mg_exp(x) _Generic((x), float: mg_expf, default: mg_expd)(x)
+"""
 
 
 class CExpressionRenderer(ExpressionRenderer):
     float_max = "maxnan"
+    unary = {**ExpressionRenderer.unary, UnaryOps.EXP: "mg_exp({0})"}
 
 
 def _mergeable(loads: Sequence[Load], shape, a: int, b: int) -> bool:
@@ -163,7 +182,15 @@ def render_reduce(kernel, input_dtypes) -> Tuple[str, list]:
         return f"{a} = {'maxnan' if t in ('float', 'double') else 'max'}({a}, ({acc_t}){value});"
 
     body = _loops(lead_names, [sizes[k] for k in lead], split=True) + ["{"]
-    if not trail:                                  # one accumulator per output element
+    if not trail and op is ReduceOps.MAX and t in ("float", "double"):
+        # a plain max the compiler vectorizes, and NaN noted on the side (numpy's max returns NaN)
+        body += [f"  {acc_t} acc = ({acc_t}){init};", "  int nan = 0;",
+                 "  #pragma omp simd reduction(max:acc) reduction(|:nan)" if len(red_names) == 1 else ""]
+        body += ["  " + line for line in _loops(red_names, [sizes[k] for k in red])]
+        body += ["  {"] + ["    " + line for line in r.lines]
+        body += [f"    acc = {value} > acc ? {value} : acc;", f"    nan |= {value} != {value};", "  }"]
+        body.append(f"  out[{out_index}] = nan ? ({t})NAN : ({t})acc;")
+    elif not trail:                                # one accumulator per output element
         body.append(f"  {acc_t} acc = ({acc_t}){init};")
         if op is ReduceOps.SUM and n_red > 1:
             body.append("  #pragma omp simd reduction(+:acc)" if len(red_names) == 1 else "")
@@ -203,9 +230,24 @@ def _function(kernel, input_dtypes, scalars, body: List[str], outer: int, work: 
     return name, source.replace("NAME", name), scalars
 
 
-RENDERERS = {KernelKind.ELEMENTWISE: render_elementwise, KernelKind.REDUCE: render_reduce}
+def render_scatter_add(kernel, input_dtypes) -> Tuple[str, str, list]:
+    """The embedding's gradient: out (N, D) = 0, then out[index[i], :] += rows[i, :] for each i in
+    order (numpy's np.add.at order, so the same sums).  One thread: rows may share an index.  The
+    caller checks the indices first (a bad one must not write wild memory)."""
+    rows, index = kernel.ast.srcs
+    N, D = kernel.output.shape
+    idx = [f"j{k}" for k in range(len(index.view.shape))]
+    row = load_expr(f"in{index.index}", index.view, idx, index.dtype)
+    value = load_expr(f"in{rows.index}", rows.view, idx + ["d"], rows.dtype)
+    body = [f"for (long e = 0; e < {N * D}; e++) out[e] = 0;"] + _loops(idx, index.view.shape) + [
+        "{", f"  const long n = (long){row};", f"  for (long d = 0; d < {D}; d++) out[n * {D} + d] += {value};", "}"]
+    return _function(kernel, input_dtypes, [], body, 1, 0)
+
+
+RENDERERS = {KernelKind.ELEMENTWISE: render_elementwise, KernelKind.REDUCE: render_reduce,
+             KernelKind.SCATTER_ADD: render_scatter_add}
 
 
 def render(kernel, input_dtypes) -> Tuple[str, str, list]:
-    """(function name, C source, scalar arguments) for an elementwise or reduce kernel."""
+    """(function name, C source, scalar arguments) for an elementwise, reduce or scatter-add kernel."""
     return RENDERERS[kernel.kind](kernel, input_dtypes)

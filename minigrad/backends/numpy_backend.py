@@ -170,7 +170,7 @@ class NumpyBackend(Backend):
         """A call that runs `kernel` on these buffers, with everything that does not change between
         calls worked out once (a jit replays it): the compiled function with its pointers, or
         np.matmul on views fixed in advance."""
-        if self.compiles(kernel):
+        if self.compiles(kernel) and kernel.kind is not KernelKind.SCATTER_ADD:   # (its indices are checked per run)
             if kernel.prepared is None:
                 self.prepare([kernel])
             function, scalars = kernel.prepared
@@ -198,6 +198,9 @@ class NumpyBackend(Backend):
 
     def run(self, kernel, out, inputs):
         if kernel.prepared is not None and self.compiler is not None:     # compiled by prepare()
+            if kernel.kind is KernelKind.SCATTER_ADD:
+                index = kernel.ast.srcs[1]
+                _check_index(read(inputs[index.index], index.view), kernel.ast.arg)
             function, scalars = kernel.prepared
             function(out.ctypes.data, *[b.ctypes.data for b in inputs], *scalars)
             return

@@ -109,14 +109,31 @@ def causal_mask(T: int, device: str) -> Tensor:
     return _MASKS[T, device]
 
 
-def cache_slots(cache: KVCache, position: int, device: str) -> List[CacheSlot]:
-    """Each block's CacheSlot for writing position `position` (one host-made slot and mask
-    shared by all blocks)."""
-    S = cache[0][0].shape[2]
+def slot_masks(S: int, position: int, device: str) -> Tuple[Tensor, Tensor]:
+    """The host-made masks for writing position `position` of an S-position cache: `slot`
+    (1, 1, S, 1), True there, and `written` (1, S), True up to it."""
     slots = np.arange(S)
     slot = Tensor((slots == position).reshape(1, 1, S, 1), device=device)            # (1, 1, S, 1)
     written = Tensor((slots <= position).reshape(1, S), device=device)                # (1, S)
+    return slot, written
+
+
+def cache_slots(cache: KVCache, position: int, device: str) -> List[CacheSlot]:
+    """Each block's CacheSlot for writing position `position` (one slot and mask shared by all blocks)."""
+    slot, written = slot_masks(cache[0][0].shape[2], position, device)
     return [CacheSlot(k, v, slot, written) for k, v in cache]
+
+
+class _ShapeKeyed:
+    """One captured function per shape of its first argument (a jit keeps the shapes it captured)."""
+
+    def __init__(self, make):
+        self.make, self.by_shape = make, {}
+
+    def __call__(self, first, *rest):
+        if first.shape not in self.by_shape:
+            self.by_shape[first.shape] = self.make()
+        return self.by_shape[first.shape](first, *rest)
 
 
 class CausalSelfAttention(Module):
@@ -248,14 +265,18 @@ class GPT(Module):
             raise ValueError(f"sequence of length {offset + T} is longer than block_size {block}: "
                              f"the model has position embeddings for {block} positions only")
 
-    def _hidden(self, idx: Tensor, offset: int = 0, past: Optional[KVCache] = None):
+    def _hidden(self, idx: Tensor, offset: int = 0, past: Optional[KVCache] = None,
+                pos: Optional[Tensor] = None, slots: Optional[List[CacheSlot]] = None):
         """Token ids (B, T) at positions offset..offset+T-1 -> final hidden states (B, T, D)
-        and the K, V of every block.  With `past` (a static cache filled up to offset), T is 1."""
+        and the K, V of every block.  With `past` (a static cache filled up to offset), T is 1.
+        A captured decoding step passes the positions `pos` (T,) and the `slots` as tensors instead."""
         T = idx.shape[1]
-        pos = Tensor.arange(offset, offset + T, device=idx.device)          # (T,)
+        if pos is None:
+            pos = Tensor.arange(offset, offset + T, device=idx.device)      # (T,)
         x = self.wte(idx) + self.wpe(pos)                                    # (B, T, D) + (T, D) -> (B, T, D)
         x = self.drop(x)
-        slots = [None] * len(self.h) if past is None else cache_slots(past, offset, idx.device)
+        if slots is None:
+            slots = [None] * len(self.h) if past is None else cache_slots(past, offset, idx.device)
         cache = []
         for block, slot in zip(self.h, slots):
             x, kv = block(x, slot)                                           # (B, T, D)
@@ -335,24 +356,63 @@ class GPT(Module):
             raise ValueError(f"generate needs a prompt of shape (B, T) with T >= 1, got {ids.shape}")
         rng = np.random.default_rng(seed)
         block = self.config.block_size
+        full_window, one_position = self._sampling_steps()
         was_training = self.training
         self.eval()
         try:
             with no_grad():
                 cache, length = None, 0
                 for _ in range(max_new_tokens):
-                    if cache is None or length == block:          # (re)fill the cache from the window
+                    if length == block:                            # a full window: no cache needed after
                         window = ids[:, -block:]
-                        logits, cache = self._step(window, 0, None)
-                        length = window.shape[1]
+                        logits = full_window(Tensor(window, device=self.device)).numpy()
+                        cache = None
+                    elif cache is None:                           # fill the cache from a short prompt
+                        logits, cache = self._step(ids[:, -block:], 0, None)
+                        length = min(ids.shape[1], block)
+                        if length == block:
+                            cache = None
                     else:                                         # one new position at `length`
-                        logits, cache = self._step(ids[:, -1:], length, cache)
+                        slot, written = slot_masks(block, length, self.device)
+                        idx_t = Tensor(ids[:, -1:], device=self.device)
+                        pos = Tensor(np.array([length]), device=self.device)
+                        logits, *flat = one_position(idx_t, pos, slot, written, *[t for kv in cache for t in kv])
+                        logits = logits.numpy()
+                        cache = list(zip(flat[0::2], flat[1::2]))
                         length += 1
                     next_ids = sample_next(logits, temperature, top_k, rng)      # (B,)
                     ids = np.concatenate([ids, next_ids[:, None]], axis=1)       # (B, T + 1)
         finally:
             self.train(was_training)
         return ids
+
+    def _sampling_steps(self):
+        """The two steps of generate() with fixed shapes, captured by minigrad.jit (so a token costs
+        one replay, not a graph and a schedule), made once per model and reused:
+          full_window(idx (B, block_size)) -> last logits (B, V)    once the context is full
+          one_position(idx (B, 1), pos (1,), slot, written, K_1, V_1, ..., K_L, V_L)
+              -> (last logits (B, V), K_1', V_1', ...)              while the cache fills
+        They read the parameters wherever they are now (a model that trains between samples is fine);
+        a new batch size captures again (a jit keeps its shapes)."""
+        import minigrad
+
+        def full_window(idx: Tensor) -> Tensor:
+            x, _ = self._hidden(idx)                                     # (B, T, D)
+            return self.head(x[:, -1, :])                                # (B, V)
+
+        def one_position(idx: Tensor, pos: Tensor, slot: Tensor, written: Tensor, *flat: Tensor):
+            slots = [CacheSlot(k, v, slot, written) for k, v in zip(flat[0::2], flat[1::2])]
+            x, cache = self._hidden(idx, pos=pos, slots=slots)           # (B, 1, D)
+            return (self.head(x[:, -1, :]), *[t for kv in cache for t in kv])
+
+        steps = self.__dict__.get("_captured_sampling")
+        if steps is None:
+            steps = self.__dict__["_captured_sampling"] = {}
+        key = self.device
+        if key not in steps:
+            steps[key] = (_ShapeKeyed(lambda: minigrad.jit(full_window, state=[self])),
+                          _ShapeKeyed(lambda: minigrad.jit(one_position, state=[self])))
+        return steps[key]
 
     def _step(self, ids: np.ndarray, offset: int, past: Optional[KVCache]):
         """Without `past`: fill a cache from ids (B, T) at positions 0..T-1.  With it: add the

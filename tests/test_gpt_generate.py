@@ -36,14 +36,18 @@ def generate_without_cache(model, ids, n):
 
 
 def count_cached_steps(model):
-    """Wrap model._step to count the decoding steps that used the cache (one new position)."""
+    """Wrap the captured one-position step to count the decoding steps that used the cache."""
     calls = []
-    step = model._step
+    steps = model._sampling_steps
 
-    def counting(ids, offset, past):
-        calls.append(past is not None)
-        return step(ids, offset, past)
-    model._step = counting
+    def counting():
+        full_window, one_position = steps()
+
+        def counted(*args):
+            calls.append(True)
+            return one_position(*args)
+        return full_window, counted
+    model._sampling_steps = counting
     return calls
 
 

@@ -52,8 +52,13 @@ def abort_job(exit_code: int) -> None:
     """End every rank of the job now (nothing if this process is not in a started MPI job)."""
     MPI = sys.modules.get("mpi4py.MPI")
     if MPI is not None and MPI.Is_initialized() and not MPI.Is_finalized() and MPI.COMM_WORLD.Get_size() > 1:
+        print(f"gpt: rank {MPI.COMM_WORLD.Get_rank()} failed alone and ends the job (MPI_Abort), so that "
+              f"no rank waits for it forever", file=sys.stderr)
         sys.stdout.flush()
         sys.stderr.flush()
+        # a moment for the launcher to pass on what this rank printed: the abort tears the job down,
+        # and output still on its way was lost in a quarter of the runs (the reason above with it)
+        time.sleep(0.25)
         MPI.COMM_WORLD.Abort(exit_code)
 
 

@@ -137,6 +137,49 @@ def time_torch(config, state, batches, warmup):
     return losses, times
 
 
+def profile_replay(config, state, batches, device="numpy", steps=20) -> dict:
+    """Where a replayed step's time goes: seconds per step by kernel kind (matmul is BLAS), and the
+    rest of the step (Python: argument checks, the loop over calls, reading the loss), which is
+    the median whole step timed without the profiler minus the kernels' times."""
+    from collections import defaultdict
+    Tensor.manual_seed(0)
+    model = GPT(config)
+    model.load_state_dict(state)
+    optimizer = model.configure_optimizer(weight_decay=0.1, lr=1e-3, betas=(0.9, 0.99))
+    step = make_train_step(model, optimizer, grad_clip=1.0, use_jit=True)
+    while step.recording is None:
+        step(Tensor(batches[0][0]), Tensor(batches[0][1])).item()
+    for _ in range(3):                                   # the first replays bind their calls
+        step(Tensor(batches[0][0]), Tensor(batches[0][1])).item()
+    plain = []                                           # whole steps, not profiled
+    for i in range(steps):
+        x, y = batches[i % len(batches)]
+        t0 = time.perf_counter()
+        step(Tensor(x), Tensor(y)).item()
+        plain.append(time.perf_counter() - t0)
+    spent, count = defaultdict(float), defaultdict(int)
+    bound = step._bound_calls
+
+    def timed_calls(buffers):
+        def timed(call, kind):
+            def run():
+                t0 = time.perf_counter()
+                call()
+                spent[kind] += time.perf_counter() - t0
+            return run
+        return [timed(c, str(k.kind)) for c, (k, _, _) in zip(bound(buffers), step.recording.calls)]
+    step._bound_calls = timed_calls
+    for i in range(steps):
+        x, y = batches[i % len(batches)]
+        step(Tensor(x), Tensor(y)).item()
+    total = float(np.median(plain))
+    for k, _, _ in step.recording.calls:
+        count[str(k.kind)] += 1
+    result = {kind: {"ms": 1e3 * t / steps, "kernels": count[kind]} for kind, t in sorted(spent.items(), key=lambda kv: -kv[1])}
+    result["rest (Python)"] = {"ms": 1e3 * (total - sum(spent.values()) / steps), "kernels": 0}
+    return result
+
+
 def flops_per_step(config, batch_size: int, n_params: int) -> float:
     """nanoGPT's estimate (PaLM's appendix B): 6 N per token for the weights' matmuls forward and
     backward, plus 12 L H Q T per token for attention's (Q = D / H); N without positions."""
@@ -173,6 +216,7 @@ def main():
     parser.add_argument("--round", type=int, default=None, help="steps of each in a round (default 6 on S, 2 on M)")
     parser.add_argument("--no-eager", action="store_true", help="skip minigrad without the jit (slow on M)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    parser.add_argument("--profile", action="store_true", help="also time a replay by kernel kind (NumPy backend)")
     parser.add_argument("--out", default=None, help="default: bench/results/gpt_step.json (S) or gpt_step_M.json")
     args = parser.parse_args()
     shape = {k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in CONFIGS[args.config].items()}
@@ -239,6 +283,13 @@ def main():
         diff = max(abs(a - b) for a, b in zip(r["losses"], results[first]["losses"]))
         r["max_loss_diff_vs_first"] = diff
         print(f"  {name:<20} max |loss - {first}| over all steps = {diff:.2e}")
+    if args.profile:
+        breakdown = profile_replay(config, state, batches)
+        print("where a replayed step's time goes (NumPy backend):")
+        for kind, r in breakdown.items():
+            print(f"  {kind:<14} {r['ms']:8.2f} ms  ({r['kernels']} kernels)" if r["kernels"] else
+                  f"  {kind:<14} {r['ms']:8.2f} ms")
+        results["profile"] = breakdown
     info = {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
             "kernels_per_step": kernels, "flops_per_step": flops, "matmul_flops_per_s_1024": ceiling,
             "cpu_kernels": get_backend("numpy").describe(),

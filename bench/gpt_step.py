@@ -80,7 +80,8 @@ def kernels_per_step(config, state, batch) -> int:
     while step.recording is None:
         step(Tensor(batch[0]), Tensor(batch[1]))
     assert isinstance(step, jit)
-    return len(step.recording.calls)
+    step(Tensor(batch[0]), Tensor(batch[1]))             # a replay: its launches are grouped now
+    return len(step.recording.calls), len(step.launch_groups)
 
 
 def torch_steps(config, state):
@@ -167,16 +168,19 @@ def profile_replay(config, state, batches, device="numpy", steps=20) -> dict:
                 call()
                 spent[kind] += time.perf_counter() - t0
             return run
-        return [timed(c, str(k.kind)) for c, (k, _, _) in zip(bound(buffers), step.recording.calls)]
+        calls = step.recording.calls
+        return [timed(c, str(calls[g[0]][0].kind) + (" x" + str(len(g)) if len(g) > 1 else ""))
+                for c, g in zip(bound(buffers), step.launch_groups)]
     step._bound_calls = timed_calls
     for i in range(steps):
         x, y = batches[i % len(batches)]
         step(Tensor(x), Tensor(y)).item()
     total = float(np.median(plain))
-    for k, _, _ in step.recording.calls:
-        count[str(k.kind)] += 1
-    result = {kind: {"ms": 1e3 * t / steps, "kernels": count[kind]} for kind, t in sorted(spent.items(), key=lambda kv: -kv[1])}
-    result["rest (Python)"] = {"ms": 1e3 * (total - sum(spent.values()) / steps), "kernels": 0}
+    for g in step.launch_groups:
+        count[str(step.recording.calls[g[0]][0].kind) + (" x" + str(len(g)) if len(g) > 1 else "")] += 1
+    # "elementwise x3": a multi-output launch of 3 elementwise kernels (jit._launch_groups)
+    result = {kind: {"ms": 1e3 * t / steps, "launches": count[kind]} for kind, t in sorted(spent.items(), key=lambda kv: -kv[1])}
+    result["rest (Python)"] = {"ms": 1e3 * (total - sum(spent.values()) / steps), "launches": 0}
     return result
 
 
@@ -263,11 +267,11 @@ def main():
     for r in results.values():
         r["ms_per_step"] = 1e3 * float(np.median(r.pop("times")))
 
-    kernels = kernels_per_step(config, state, batches[0])
+    kernels, launches = kernels_per_step(config, state, batches[0])
     flops = flops_per_step(config, batch_size, n_params)
     ceiling = matmul_flops_per_s()
     tokens = batch_size * config.block_size
-    print(f"kernels per step: {kernels}")
+    print(f"kernels per step: {kernels} ({launches} launches: multi-output kernels run several as one)")
     print(f"GPT step, config {args.config}: L={config.n_layer} H={config.n_head} D={config.n_embd} "
           f"T={config.block_size} B={batch_size}, {flops / 1e9:.1f} GFLOP per step "
           f"(median of {steps} steps; np.matmul at 1024: {ceiling / 1e9:.0f} GFLOP/s)")
@@ -287,11 +291,11 @@ def main():
         breakdown = profile_replay(config, state, batches)
         print("where a replayed step's time goes (NumPy backend):")
         for kind, r in breakdown.items():
-            print(f"  {kind:<14} {r['ms']:8.2f} ms  ({r['kernels']} kernels)" if r["kernels"] else
-                  f"  {kind:<14} {r['ms']:8.2f} ms")
+            print(f"  {kind:<16} {r['ms']:8.2f} ms  ({r['launches']} launches)" if r["launches"] else
+                  f"  {kind:<16} {r['ms']:8.2f} ms")
         results["profile"] = breakdown
     info = {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "kernels_per_step": kernels, "flops_per_step": flops, "matmul_flops_per_s_1024": ceiling,
+            "kernels_per_step": kernels, "launches_per_step": launches, "flops_per_step": flops, "matmul_flops_per_s_1024": ceiling,
             "cpu_kernels": get_backend("numpy").describe(),
             "devices": {d: get_backend(d).describe() for d in devices}, "config": vars(args)}
     os.makedirs(os.path.dirname(out), exist_ok=True)

@@ -273,34 +273,134 @@ class jit:
 
 
     def _bound_calls(self, buffers) -> list:
-        """The replay as a flat list of calls, each bound to its buffers once (Backend.bind: on the
-        CPU a compiled kernel's function with its pointers, or np.matmul on fixed views), so a
-        replay is one Python call per kernel.  Only calls whose buffers changed since the last
-        replay are bound again: those reading the arguments, or state replaced from outside."""
+        """The replay as a flat list of launches, each bound to its buffers once (Backend.bind: on
+        the CPU a compiled kernel's function with its pointers, or np.matmul on fixed views), so a
+        replay is one Python call per launch.  A launch is one kernel, or a run of elementwise
+        kernels of one shape that the backend runs as one multi-output kernel (_launch_groups).
+        Only launches whose buffers changed since the last replay are bound again: those reading
+        the arguments, or state replaced from outside."""
         calls = self.recording.calls
-        if getattr(self, "_calls", None) is None:
+        if getattr(self, "launch_groups", None) is None:
             for device in {k.output.device for k, _, _ in calls}:      # compile the step's kernels in one go
-                get_backend(device).prepare([k for k, _, _ in calls if k.output.device == device])
-            self._calls, self._bound_to = [None] * len(calls), [None] * len(buffers)
-            self._users = defaultdict(list)       # buffer number -> the calls that use it
-            for i, (_, out, ins) in enumerate(calls):
-                for n in {out, *ins}:
-                    self._users[n].append(i)
+                backend = get_backend(device)
+                backend.prepare([k for k, _, _ in calls if k.output.device == device])
+            self.launch_groups = _launch_groups(calls)
+            self._dead_after = {n: i for i, numbers in self.released_after.items() for n in numbers}
+            specs = defaultdict(list)
+            for group in self.launch_groups:
+                if len(group) > 1:
+                    kernels, sources, stores, inputs, _ = self._group_spec(group)
+                    specs[kernels[0].output.device].append((kernels, sources, stores,
+                                                            [self.recording.specs[n][1] for n in inputs]))
+            for device, groups in specs.items():                       # and their multi-output kernels
+                get_backend(device).prepare_groups(groups)
+            self._launches, self._bound_to = [None] * len(self.launch_groups), [None] * len(buffers)
+            self._users = defaultdict(list)       # buffer number -> the launches that use it
+            for g, group in enumerate(self.launch_groups):
+                for n in {n for i in group for n in (calls[i][1], *calls[i][2])}:
+                    self._users[n].append(g)
         stale = set()
         for n, (now, before) in enumerate(zip(buffers, self._bound_to)):
             if now is not before:
                 stale.update(self._users[n])
                 self._bound_to[n] = now
-        for i in stale:
+        for g in stale:
+            self._launches[g] = self._bind_launch(self.launch_groups[g], buffers)
+        return self._launches
+
+    def _group_spec(self, group):
+        """What a backend needs to run calls `group` as one kernel: the kernels; for each, where
+        its inputs come from (("in", k): the group's input k; ("member", j): the value member j
+        computes); whether each value is stored (not if no later call reads it and it is a step
+        intermediate); the group's input and stored output buffer numbers."""
+        calls = self.recording.calls
+        written_by, inputs, sources, stores, outputs = {}, [], [], [], []
+        for m, i in enumerate(group):
             kernel, out, ins = calls[i]
-            if kernel.kind is KernelKind.RAND:     # a fresh seed every replay: bound to this jit
-                self._calls[i] = functools.partial(self._run_random, kernel, buffers[out], [buffers[n] for n in ins])
-            else:
-                self._calls[i] = _bind(kernel, buffers[out], [buffers[n] for n in ins])
-        return self._calls
+            mine = []
+            for n in ins:
+                if n in written_by:
+                    mine.append(("member", written_by[n]))
+                else:
+                    if n not in inputs:
+                        inputs.append(n)
+                    mine.append(("in", inputs.index(n)))
+            sources.append(mine)
+            written_by[out] = m
+            store = not (out in self._dead_after and self._dead_after[out] <= group[-1])
+            stores.append(store)
+            if store:
+                outputs.append(out)
+        return [calls[i][0] for i in group], sources, stores, inputs, outputs
+
+    def _bind_launch(self, group, buffers):
+        calls = self.recording.calls
+        if len(group) > 1:
+            kernels, sources, stores, inputs, outputs = self._group_spec(group)
+            backend = get_backend(kernels[0].output.device)
+            bound = backend.bind_group(kernels, sources, stores, [buffers[n] for n in inputs],
+                                       [buffers[n] for n in outputs])
+            if bound is not None:
+                return bound                      # else one after another, each writing its output
+            return functools.partial(_run_each, [self._bind_launch([i], buffers) for i in group])
+        kernel, out, ins = calls[group[0]]
+        if kernel.kind is KernelKind.RAND:         # a fresh seed every replay: bound to this jit
+            return functools.partial(self._run_random, kernel, buffers[out], [buffers[n] for n in ins])
+        return _bind(kernel, buffers[out], [buffers[n] for n in ins])
 
     def _run_random(self, kernel, out, ins) -> None:
         run_kernel(_reseeded(kernel, self.counter_shift), out, ins)
+
+
+# Elementwise kernels in a row that one loop may run (at most this many, to keep its C small).
+MAX_GROUP = 8
+
+
+def _launch_groups(calls) -> List[List[int]]:
+    """Runs of consecutive calls that may run as one multi-output kernel: elementwise, one output
+    shape, a backend that fuses them, each output written once, and every read of a buffer the
+    run writes at the element being written (in one loop the kernels' reads and writes
+    interleave element by element, so any other access would see the wrong value).  Every other
+    call is a group of its own."""
+    groups: List[List[int]] = []
+    for i, (kernel, out, ins) in enumerate(calls):
+        group = groups[-1] if groups else None
+        if group and len(group) < MAX_GROUP and _may_join(calls, group, i):
+            group.append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def _may_join(calls, group, i) -> bool:
+    kernel, out, ins = calls[i]
+    first = calls[group[0]][0]
+    backend = get_backend(kernel.output.device)
+    if kernel.output.device != first.output.device or kernel.output.shape != first.output.shape:
+        return False
+    if not (backend.groups_kernel(kernel) and backend.groups_kernel(first)):
+        return False
+    written = {calls[j][1] for j in group}
+    if out in written:
+        return False
+    size = kernel.output.size
+
+    def same_element(load):
+        return load.view.is_contiguous and load.view.size == size
+    for load in (n for n in walk(kernel.ast) if isinstance(n, Load)):
+        if (ins[load.index] in written or ins[load.index] == out) and not same_element(load):
+            return False
+    for j in group:
+        member, _, member_ins = calls[j]
+        for load in (n for n in walk(member.ast) if isinstance(n, Load)):
+            if member_ins[load.index] == out and not same_element(load):
+                return False
+    return True
+
+
+def _run_each(calls) -> None:
+    for call in calls:
+        call()
 
 
 def _bind(kernel, out, ins):

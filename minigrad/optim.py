@@ -61,6 +61,7 @@ class Optimizer:
         with no_grad():
             self._assign(self.step_tensor, self.step_tensor + 1)
             updated = [self.step_tensor]
+            self._shared = {}                 # values every parameter's update uses, made once per step
             for i, p in enumerate(self.params):
                 if p.grad is None:
                     continue
@@ -158,11 +159,19 @@ class Adam(Optimizer):
             w = w * (1 - lr * weight_decay)
         m = self._assign(self.m[i], self.m[i] * self.b1 + g * (1 - self.b1))
         v = self._assign(self.v[i], self.v[i] * self.b2 + g.square() * (1 - self.b2))
-        # bias corrections 1 - beta^t, as b^t = exp(t log b) from the step count on the device
-        t = self.step_tensor.reshape(()).cast(p.dtype)
-        m_hat = m / (1 - (t * math.log(self.b1)).exp())   # m and v start at 0: undo that bias
-        v_hat = v / (1 - (t * math.log(self.b2)).exp())
+        bc1, bc2 = self._bias_corrections(p.dtype)
+        m_hat = m / bc1                                   # m and v start at 0: undo that bias
+        v_hat = v / bc2
         return [m, v, self._assign(p, w - lr * m_hat / (v_hat.sqrt() + self.eps))]
+
+    def _bias_corrections(self, dtype):
+        """1 - beta1^t and 1 - beta2^t, as b^t = exp(t log b) from the step count on the device: one
+        pair per step (and dtype) that every parameter's update reads, so the scheduler gives each
+        a one-element buffer instead of every update kernel computing two exps per element."""
+        if dtype not in self._shared:
+            t = self.step_tensor.reshape(()).cast(dtype)
+            self._shared[dtype] = (1 - (t * math.log(self.b1)).exp(), 1 - (t * math.log(self.b2)).exp())
+        return self._shared[dtype]
 
     def _state(self):
         return self.m + self.v

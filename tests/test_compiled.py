@@ -11,7 +11,7 @@ import pytest
 
 from minigrad import Tensor
 from minigrad.backends import c_render, get_backend
-from minigrad.kernel import Load
+from minigrad.kernel import KernelKind, Load
 from minigrad.schedule import create_schedule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -120,6 +120,47 @@ def test_the_pool_cuts_a_loop_at_the_same_places_whatever_the_thread_count(compi
     assert cuts[1] == cuts[2] == cuts[3]
     assert len(cuts[1]) == 7 and cuts[1][0][0] == 0 and cuts[1][-1][1] == 1003
     assert all(a[1] == b[0] for a, b in zip(cuts[1], cuts[1][1:]))      # no gaps, no overlaps
+
+
+def test_adamw_updates_run_as_one_multi_output_kernel_and_equal_eager(compiled):
+    """On the compiled CPU path a replay runs AdamW's m, v and parameter updates (three
+    elementwise kernels of one shape, each reading what the one before wrote, element by element)
+    as one launch, with the same bits as the eager step."""
+    from test_jit import train
+    eager_losses, eager_weights, _ = train("numpy", use_jit=False)
+    Tensor.manual_seed(0)
+    jit_losses, jit_weights, _ = train("numpy", use_jit=True, keep=True)
+    step = jit_losses.pop()
+    assert jit_losses == eager_losses
+    for a, b in zip(jit_weights, eager_weights):
+        np.testing.assert_array_equal(a, b)
+    calls = step.recording.calls
+    updates = [g for g in step.launch_groups if len(g) == 3 and
+               {calls[i][0].kind for i in g} == {KernelKind.ELEMENTWISE}]
+    assert len(updates) >= 4, "each parameter's m, v and update should be one launch"
+
+
+def test_a_value_only_the_group_reads_is_not_written(compiled):
+    """An intermediate that only later members of its group read stays in registers: the
+    group's C stores just the values read after it."""
+    import minigrad
+    x = Tensor(np.linspace(-1, 1, 4096, dtype=np.float32))
+    y = Tensor(np.linspace(2, 3, 4096, dtype=np.float32))
+
+    def f(x, y):
+        s = (x * y).exp()                  # read by two kernels: its own
+        u = s * x + s                      # read twice below: its own
+        return (s - y) * u + u * 2         # reads s and u element by element
+    step = minigrad.jit(f)
+    for _ in range(5):
+        out = step(x, y)
+    xs, ys = x.numpy().astype(np.float64), y.numpy().astype(np.float64)
+    s = np.exp(xs * ys)
+    u = s * xs + s
+    np.testing.assert_allclose(out.numpy(), (s - ys) * u + u * 2, rtol=1e-5, atol=1e-3)   # values up to 770
+    assert step.launch_groups == [[0, 1, 2]]
+    _, _, stores, _, _ = step._group_spec([0, 1, 2])
+    assert stores == [False, False, True], "s and u are read only inside the group: not stored"
 
 
 def _train(steps: int):

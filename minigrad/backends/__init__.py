@@ -41,6 +41,9 @@ class Backend:
         import functools
         return functools.partial(self.run, kernel, out, inputs)
 
+    def groups_kernel(self, kernel) -> bool:         # may kernel join a multi-output kernel?
+        return False                                 # (then prepare_groups and bind_group are needed)
+
     def synchronize(self):                           # wait for queued work (for timing)
         pass
 

@@ -16,7 +16,7 @@ double.  The function is named by a hash of its source, so equal kernels share o
 """
 import hashlib
 import math
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from ..kernel import Const, KernelKind, Load, Op, walk
 from ..ops import ReduceOps, UnaryOps
@@ -49,6 +49,10 @@ static inline double mg_expd(double x) {
 }
 #define mg_exp(x) _Generic((x), float: mg_expf, default: mg_expd)(x)
 """
+
+
+# ops whose vector version (libmvec) and scalar version (libm) may differ in the last bits
+VECTOR_MATH_OPS = (UnaryOps.EXP, UnaryOps.LOG, UnaryOps.SIN, UnaryOps.ERF)
 
 
 class CExpressionRenderer(ExpressionRenderer):
@@ -109,9 +113,12 @@ def _rewrite(node, groups, memo):
     return new
 
 
-def _parameters(kernel, input_dtypes, scalars) -> List[str]:
-    """The output buffer, the input buffers, then the scalar arguments."""
-    params = [f"{c_type(kernel.output.dtype)}* out"]
+def _parameters(output_dtypes, input_dtypes, scalars, numbered: bool = False) -> List[str]:
+    """The output buffer (out, or out0, out1, ... for a group), the input buffers, then the scalars."""
+    if numbered:
+        params = [f"{c_type(d)}* out{i}" for i, d in enumerate(output_dtypes)]
+    else:
+        params = [f"{c_type(output_dtypes[0])}* out"]
     params += [f"const {c_type(d)}* in{i}" for i, d in enumerate(input_dtypes)]
     params += [f"{c_type(d)} c{i}" for i, (_, d) in enumerate(scalars)]
     return params
@@ -199,24 +206,35 @@ def render_reduce(kernel, input_dtypes) -> Tuple[str, list]:
         body += ["  {"] + ["    " + line for line in r.lines] + [f"    {fold('acc')}", "  }"]
         body.append(f"  out[{out_index}] = ({t})acc;")
     else:                                          # a row of accumulators, the kept dims innermost
+        # With no kept dims outside the reduced ones (a bias gradient: a sum over every row), the
+        # threads share the kept dims inside instead, each its own columns of every row.
+        split_trail = not lead
+        trail_sizes = [sizes[k] for k in trail]
         body.append(f"  {acc_t}* acc = ({acc_t}*)malloc(sizeof({acc_t}) * {n_trail});")
         body.append(f"  for (long j = 0; j < {n_trail}; j++) acc[j] = ({acc_t}){init};")
-        body += ["  " + line for line in _loops(red_names + trail_names, [sizes[k] for k in red + trail])]
-        j = _flat(trail_names, [sizes[k] for k in trail])
+        body += ["  " + line for line in _loops(red_names, [sizes[k] for k in red])
+                 + _loops(trail_names, trail_sizes, split=split_trail)]
+        j = _flat(trail_names, trail_sizes)
         body += ["  {"] + ["    " + line for line in r.lines] + [f"    {fold(f'acc[{j}]')}", "  }"]
-        lead_flat = _flat(lead_names, [sizes[k] for k in lead])
-        body.append(f"  for (long j = 0; j < {n_trail}; j++) out[({lead_flat}) * {n_trail} + j] = ({t})acc[j];")
+        if split_trail:
+            body += ["  " + line for line in _loops(trail_names, trail_sizes, split=True)]
+            body.append(f"    out[{j}] = ({t})acc[{j}];")
+        else:
+            lead_flat = _flat(lead_names, [sizes[k] for k in lead])
+            body.append(f"  for (long j = 0; j < {n_trail}; j++) out[({lead_flat}) * {n_trail} + j] = ({t})acc[j];")
         body.append("  free(acc);")
     body.append("}")
-    outer = sizes[lead[0]] if lead else 1
+    outer = sizes[lead[0]] if lead else (sizes[trail[0]] if trail else 1)
     return _function(kernel, input_dtypes, scalars, body, outer, n_lead * n_red * n_trail)
 
 
-def _function(kernel, input_dtypes, scalars, body: List[str], outer: int, work: int) -> Tuple[str, str, list]:
+def _function(kernel, input_dtypes, scalars, body: List[str], outer: int, work: int,
+              output_dtypes=()) -> Tuple[str, str, list]:
     """(name, source, scalars): the kernel's loops as a function of a chunk [start, end) of its
     outer loop, and the entry point that runs all `outer` iterations, on the thread pool when
     the kernel has `work` enough to share.  Named by a hash of everything but the name."""
-    params = _parameters(kernel, input_dtypes, scalars)
+    params = (_parameters([kernel.output.dtype], input_dtypes, scalars) if kernel is not None
+              else _parameters(output_dtypes, input_dtypes, scalars, numbered=True))
     names = [p.rsplit(" ", 1)[1] for p in params]
     unpack = [f"{p} = a->{n};" for p, n in zip(params, names)]
     text = "\n  ".join(line for line in unpack + body if line)
@@ -243,6 +261,52 @@ def render_scatter_add(kernel, input_dtypes) -> Tuple[str, str, list]:
     body = [f"for (long e = 0; e < {N * D}; e++) out[e] = 0;"] + _loops(idx, index.view.shape) + [
         "{", f"  const long n = (long){row};", f"  for (long d = 0; d < {D}; d++) out[n * {D} + d] += {value};", "}"]
     return _function(kernel, input_dtypes, [], body, 1, 0)
+
+
+def render_group(members, input_dtypes) -> Optional[Tuple[str, str, list]]:
+    """Several elementwise kernels of one shape as one loop: a multi-output kernel.
+
+    `members` is [(kernel, sources, store)] in order: `sources[i]` says what the kernel's input i
+    is, ("in", k) the group's input k or ("member", j) the value an earlier member computes (read
+    element for element, so it is used from a register instead of memory); `store` whether its
+    value is written (a value no one reads after the group is not).  AdamW's m, v and the
+    parameter become one pass reading g once.  The loop runs over the dims that every member's
+    loads let merge.  None when that is not each member's own loop and a member calls a vector
+    math function: the vector and scalar versions of exp differ in the last bits, so moving where a
+    loop's vector part ends would make a replay differ from the eager step."""
+    shape = members[0][0].output.shape
+    loads = [[n for n in walk(kernel.ast) if isinstance(n, Load)] for kernel, _, _ in members]
+    groups = merge_dims(shape, [load for own in loads for load in own])
+    if any(merge_dims(shape, own) != groups for own in loads) and \
+            any(isinstance(n, Op) and n.op in VECTOR_MATH_OPS for kernel, _, _ in members for n in walk(kernel.ast)):
+        return None
+    roots = []
+    for kernel, sources, _ in members:
+        def substitute(node, sources=sources, memo={}):
+            if id(node) in memo:
+                return memo[id(node)]
+            if isinstance(node, Load):
+                where, k = sources[node.index]
+                new = roots[k] if where == "member" else Load(k, _merged_view(node.view, groups), node.dtype)
+            elif isinstance(node, Const):
+                new = node
+            else:
+                new = Op(node.op, tuple(substitute(s) for s in node.srcs), node.arg, node.dtype,
+                         tuple(math.prod(node.shape[d] for d in g) for g in groups))
+            memo[id(node)] = new
+            return new
+        roots.append(substitute(kernel.ast))
+    sizes = [math.prod(shape[d] for d in g) for g in groups]
+    idx = [f"i{k}" for k in range(len(sizes))]
+    scalars = []
+    r = CExpressionRenderer(idx, scalars)
+    results = [r.render(root) for root in roots]
+    stored = [(m, kernel) for m, (kernel, _, store) in enumerate(members) if store]
+    flat = _flat(idx, sizes)
+    body = _loops(idx, sizes, split=True) + ["{"] + ["  " + line for line in r.lines]
+    body += [f"  out{o}[{flat}] = {results[m]};" for o, (m, _) in enumerate(stored)] + ["}"]
+    return _function(None, input_dtypes, scalars, body, sizes[0] if sizes else 1, math.prod(sizes),
+                     output_dtypes=[kernel.output.dtype for _, kernel in stored])
 
 
 RENDERERS = {KernelKind.ELEMENTWISE: render_elementwise, KernelKind.REDUCE: render_reduce,

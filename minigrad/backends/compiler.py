@@ -77,7 +77,7 @@ class Compiler:
 
     def describe(self) -> str:
         math_kind = "vector math (libmvec)" if self.vector_math else "scalar math"
-        return f"{self.version.splitlines()[0]}, {' '.join(self.flags[:1] + self.flags[6:7])}, {math_kind}"
+        return f"{self.version.splitlines()[0]}, {' '.join(self.flags[:1] + self.flags[7:8])}, {math_kind}"
 
     def thread_count(self) -> int:
         self._runtime()
@@ -118,8 +118,11 @@ class Compiler:
         except (OSError, subprocess.SubprocessError) as e:
             cls.why_not = f"{cc} --version failed: {e}"
             return None
-        # -fopenmp-simd: only OpenMP's `simd` pragmas (a vectorized sum), no OpenMP runtime
-        base = ["-O3", "-fPIC", "-shared", "-fno-math-errno", "-fopenmp-simd", "-std=gnu11"]
+        # -fopenmp-simd: only OpenMP's `simd` pragmas (a vectorized sum), no OpenMP runtime.
+        # -ffp-contract=off: no a*b+c fused into one rounding, as numpy does not: then a kernel gives
+        # the same bits alone or inside a multi-output kernel (where another kernel's product may
+        # meet its sum), so a replay equals the eager step.
+        base = ["-O3", "-fPIC", "-shared", "-fno-math-errno", "-fopenmp-simd", "-ffp-contract=off", "-std=gnu11"]
         # No peeling of loop iterations to reach an aligned address: where a loop's vector part
         # starts would then depend on where numpy put the array, and with it (through exp's vector
         # and scalar versions) the last bits of a result.  GCC's spelling; other compilers go without.

@@ -120,6 +120,7 @@ class NumpyBackend(Backend):
                 raise ValueError(f"MINIGRAD_CPU=compiled, but {Compiler.why_not}")
         self.functions = {}                  # C function name -> ctypes function, this process
         self.prepared = {}                   # a kernel's expression -> (function, scalar arguments)
+        self.groups = {}                     # a jit's group of kernels -> its rendered C (or None)
 
     def describe(self) -> str:
         if self.compiler is None:
@@ -165,6 +166,47 @@ class NumpyBackend(Backend):
                 function.argtypes = [ctypes.c_void_p] * (1 + len(kernel.inputs)) + [C_ARGUMENT[d] for _, d in scalars]
                 function.restype = None
             kernel.prepared = self.prepared[key] = (function, tuple(float(v) for v, _ in scalars))
+
+    # ---- multi-output kernels (a jit's groups) -------------------------------------------
+    def groups_kernel(self, kernel) -> bool:
+        """May `kernel` join a multi-output group (c_render.render_group)?"""
+        return kernel.kind is KernelKind.ELEMENTWISE and self.compiles(kernel)
+
+    def _render_group(self, kernels, sources, stores, input_dtypes):
+        key = (tuple(id(k) for k in kernels), tuple(map(tuple, sources)), tuple(stores))
+        if key not in self.groups:
+            rendered = c_render.render_group(list(zip(kernels, sources, stores)), input_dtypes)
+            self.groups[key] = (kernels, rendered)        # the kernels too: their ids stay theirs
+        return self.groups[key][1]
+
+    def prepare_groups(self, groups) -> None:
+        """Compile the C of these groups [(kernels, sources, stores, input dtypes)] in one run."""
+        rendered = [self._render_group(*g) for g in groups]
+        if debug.DEBUG >= 3:
+            for r in rendered:
+                if r is not None:
+                    print(r[1])
+        missing = {r[0]: r[1] for r in rendered if r is not None and r[0] not in self.functions}
+        for name, function in self.compiler.build(missing, c_render.PRELUDE).items() if missing else ():
+            self.functions[name] = function
+
+    def bind_group(self, kernels, sources, stores, inputs, outputs):
+        """One call running the group's kernels as one loop, or None where it cannot: the loops
+        differ (render_group says), or two of the buffers share memory without being the same
+        buffer (a jit's arena puts buffers that are never live together on the same bytes, and
+        one loop doing the work of several kernels would interleave their reads and writes)."""
+        rendered = self._render_group(kernels, sources, stores, [b.dtype for b in inputs])
+        if rendered is None or _overlapping(inputs + outputs):
+            return None
+        name, source, scalars = rendered
+        if name not in self.functions:
+            self.functions.update(self.compiler.build({name: source}, c_render.PRELUDE))
+        function = self.functions[name]
+        if function.argtypes is None:
+            function.argtypes = [ctypes.c_void_p] * (len(outputs) + len(inputs)) + [C_ARGUMENT[d] for _, d in scalars]
+            function.restype = None
+        return functools.partial(function, *[b.ctypes.data for b in outputs], *[b.ctypes.data for b in inputs],
+                                 *[float(v) for v, _ in scalars])
 
     def bind(self, kernel, out, inputs):
         """A call that runs `kernel` on these buffers, with everything that does not change between
@@ -291,6 +333,12 @@ def _region(out, bounds, reduced=()):
     if bounds is None:
         return out
     return out[tuple(slice(0, 1) if i in reduced else slice(a, b) for i, (a, b) in enumerate(bounds))]
+
+
+def _overlapping(buffers) -> bool:
+    """Do two different arrays among `buffers` share bytes?  (The same array twice is fine.)"""
+    spans = sorted({id(b): (b.ctypes.data, b.ctypes.data + b.nbytes) for b in buffers}.values())
+    return any(start < previous_end for (_, previous_end), (start, _) in zip(spans, spans[1:]))
 
 
 def random_values(arg, shape, dtype) -> np.ndarray:

@@ -37,8 +37,8 @@ def make_batches(config, batch_size, steps, seed=0):
     return [(d[:, :-1], d[:, 1:]) for d in data]
 
 
-def minigrad_steps(config, state, device, use_jit=False):
-    """A function running one training step on a batch, returning (loss, seconds)."""
+def new_step(config, state, device="numpy", use_jit=True):
+    """The CLI's training step (forward, backward, clip, AdamW) for a model with these weights."""
     Tensor.manual_seed(0)
     model = GPT(config)
     model.load_state_dict(state)
@@ -46,8 +46,21 @@ def minigrad_steps(config, state, device, use_jit=False):
         for p in model.parameters():
             p.lazydata = p.to(device).realize().lazydata
     optimizer = model.configure_optimizer(weight_decay=0.1, lr=1e-3, betas=(0.9, 0.99))
+    return make_train_step(model, optimizer, grad_clip=1.0, use_jit=use_jit)
+
+
+def captured_step(config, state, batch):
+    """new_step under the jit, called until it has captured (calls 1 to 4)."""
+    step = new_step(config, state)
+    while step.recording is None:
+        step(Tensor(batch[0]), Tensor(batch[1])).item()
+    return step
+
+
+def minigrad_steps(config, state, device, use_jit=False):
+    """A function running one training step on a batch, returning (loss, seconds)."""
     backend = get_backend(device)
-    step = make_train_step(model, optimizer, grad_clip=1.0, use_jit=use_jit)
+    step = new_step(config, state, device, use_jit)
 
     def run(x, y):
         t0 = time.perf_counter()
@@ -68,18 +81,11 @@ def time_minigrad(config, state, batches, device, warmup, use_jit=False):
     return losses, times
 
 
-def kernels_per_step(config, state, batch) -> int:
-    """How many kernels one training step (forward, backward, clip, AdamW) runs, as a jit
-    records them: the figure the scheduler's fusion rules are judged by."""
-    from minigrad import jit
-    Tensor.manual_seed(0)
-    model = GPT(config)
-    model.load_state_dict(state)
-    optimizer = model.configure_optimizer(weight_decay=0.1, lr=1e-3, betas=(0.9, 0.99))
-    step = make_train_step(model, optimizer, grad_clip=1.0, use_jit=True)
-    while step.recording is None:
-        step(Tensor(batch[0]), Tensor(batch[1]))
-    assert isinstance(step, jit)
+def kernels_per_step(config, state, batch) -> tuple:
+    """(kernels, launches) of one training step (forward, backward, clip, AdamW): the kernels a
+    jit records, the figure the scheduler's fusion rules are judged by, and the launches a replay
+    makes of them (fewer where runs of them are multi-output kernels)."""
+    step = captured_step(config, state, batch)
     step(Tensor(batch[0]), Tensor(batch[1]))             # a replay: its launches are grouped now
     return len(step.recording.calls), len(step.launch_groups)
 
@@ -143,13 +149,7 @@ def profile_replay(config, state, batches, device="numpy", steps=20) -> dict:
     rest of the step (Python: argument checks, the loop over calls, reading the loss), which is
     the median whole step timed without the profiler minus the kernels' times."""
     from collections import defaultdict
-    Tensor.manual_seed(0)
-    model = GPT(config)
-    model.load_state_dict(state)
-    optimizer = model.configure_optimizer(weight_decay=0.1, lr=1e-3, betas=(0.9, 0.99))
-    step = make_train_step(model, optimizer, grad_clip=1.0, use_jit=True)
-    while step.recording is None:
-        step(Tensor(batches[0][0]), Tensor(batches[0][1])).item()
+    step = captured_step(config, state, batches[0])
     for _ in range(3):                                   # the first replays bind their calls
         step(Tensor(batches[0][0]), Tensor(batches[0][1])).item()
     plain = []                                           # whole steps, not profiled
@@ -288,7 +288,7 @@ def main():
         r["max_loss_diff_vs_first"] = diff
         print(f"  {name:<20} max |loss - {first}| over all steps = {diff:.2e}")
     if args.profile:
-        breakdown = profile_replay(config, state, batches)
+        breakdown = profile_replay(config, state, batches, steps=steps)
         print("where a replayed step's time goes (NumPy backend):")
         for kind, r in breakdown.items():
             print(f"  {kind:<16} {r['ms']:8.2f} ms  ({r['launches']} launches)" if r["launches"] else

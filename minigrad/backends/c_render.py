@@ -225,7 +225,10 @@ def render_reduce(kernel, input_dtypes) -> Tuple[str, list]:
         body.append("  free(acc);")
     body.append("}")
     outer = sizes[lead[0]] if lead else (sizes[trail[0]] if trail else 1)
-    return _function(kernel, input_dtypes, scalars, body, outer, n_lead * n_red * n_trail)
+    work = n_lead * n_red * n_trail
+    if not lead and trail:        # threads sharing columns: each takes at least 128 of every row
+        work = min(work, n_trail // 128 * PARALLEL_FROM)
+    return _function(kernel, input_dtypes, scalars, body, outer, work)
 
 
 def _function(kernel, input_dtypes, scalars, body: List[str], outer: int, work: int,

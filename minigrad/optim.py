@@ -67,6 +67,7 @@ class Optimizer:
                     continue
                 updated += self._update(i, p, p.grad.detach())
             realize(*updated)
+            self._shared = {}
 
     def _update(self, i: int, p: Tensor, g: Tensor) -> List[Tensor]:
         """Set p.lazydata (and any state) to the new lazy values; return them for realizing."""

@@ -122,6 +122,32 @@ def test_the_pool_cuts_a_loop_at_the_same_places_whatever_the_thread_count(compi
     assert all(a[1] == b[0] for a, b in zip(cuts[1], cuts[1][1:]))      # no gaps, no overlaps
 
 
+def test_fewer_threads_after_more_are_fewer_threads(compiled):
+    """--threads 2 after the pool had 3: the third stays out of the work (it exists, but sleeps)."""
+    import ctypes
+    import threading
+    import time
+    compiler = compiled.compiler
+    runtime = compiler._runtime()
+    body_type = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_long, ctypes.c_long)
+    runtime.mg_parallel.argtypes = [body_type, ctypes.c_void_p, ctypes.c_long, ctypes.c_long]
+    before = compiler.thread_count()
+    try:
+        compiler.set_threads(3)
+        compiler.set_threads(2)
+        workers = set()
+
+        def chunk(_, start, end):
+            workers.add(threading.get_ident())
+            time.sleep(0.002)                       # long enough for every awake worker to join in
+        body = body_type(chunk)
+        for _ in range(5):
+            runtime.mg_parallel(body, None, 64, 64)
+    finally:
+        compiler.set_threads(before)
+    assert 1 <= len(workers) <= 2, f"{len(workers)} threads ran chunks with --threads 2"
+
+
 def test_adamw_updates_run_as_one_multi_output_kernel_and_equal_eager(compiled):
     """On the compiled CPU path a replay runs AdamW's m, v and parameter updates (three
     elementwise kernels of one shape, each reading what the one before wrote, element by element)

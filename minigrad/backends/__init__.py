@@ -3,6 +3,7 @@
 Device names: "numpy" (alias "cpu"), the default; "cl" (aliases "opencl", "gpu").
 MINIGRAD_DEVICE picks the default device for new tensors.
 """
+import functools
 import os
 
 ALIASES = {"numpy": "numpy", "cpu": "numpy", "np": "numpy", "cl": "cl", "opencl": "cl", "gpu": "cl"}
@@ -37,9 +38,8 @@ class Backend:
     def prepare(self, kernels):                      # compile a schedule's kernels before the first runs
         pass                                         # (one compiler run for all, where that is cheaper)
 
-    def bind(self, kernel, out, inputs):             # a call running kernel on these buffers (a jit's replay)
-        import functools
-        return functools.partial(self.run, kernel, out, inputs)
+    def bind(self, kernel, out, inputs):             # a call running kernel on these buffers (a jit's replay;
+        return functools.partial(self.run, kernel, out, inputs)   # the caller keeps the buffers alive)
 
     def groups_kernel(self, kernel) -> bool:         # may kernel join a multi-output kernel?
         return False                                 # (then prepare_groups and bind_group are needed)

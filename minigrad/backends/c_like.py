@@ -51,7 +51,9 @@ def lowest(dtype) -> str:
         return "(-INFINITY)"
     if dtype == np.bool_:
         return "0"
-    return f"({np.iinfo(dtype).min}{'L' if dtype == np.int64 else ''})"
+    if dtype == np.int64:                       # -9223372036854775808L would overflow before the minus
+        return "(-9223372036854775807L-1)"
+    return f"({np.iinfo(dtype).min})"
 
 
 def unravel(flat: str, shape: Sequence[int], names: Sequence[str]) -> List[str]:

@@ -34,12 +34,17 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t one_job = PTHREAD_MUTEX_INITIALIZER;   /* callers from two Python threads take turns */
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 static atomic_long generation;      /* the current job's number */
-static atomic_long ticket;          /* job number << 20 | the next chunk to take */
+/* The ticket says all a worker needs to decide whether it may take a chunk, in one atomic word:
+   (job number mod 2^24) << 40 | chunks << 20 | the next chunk to take.  Only after taking one does a
+   worker read the job's other fields: they cannot change then, as the job cannot end (nor the next
+   begin) before that chunk is done. */
+static atomic_long ticket;
 static atomic_long done;            /* chunks finished */
-static int threads = 1, workers = 0;
+static atomic_int threads = 1;      /* threads that work: the caller and workers 1 .. threads-1 */
+static int workers = 0;             /* workers started (more than `threads` - 1 after --threads fell) */
 static mg_body job_body;
 static void* job_args;
-static long job_n, job_chunks;
+static long job_n;
 
 static double now_us(void) {
   struct timespec t;
@@ -52,9 +57,10 @@ static double now_us(void) {
 static void take_chunks(long job) {
   for (;;) {
     long t = atomic_load(&ticket);
-    if ((t >> 20) != job || (t & 0xFFFFF) >= job_chunks) return;
+    long chunks = (t >> 20) & 0xFFFFF, c = t & 0xFFFFF;
+    if ((t >> 40) != (job & 0xFFFFFF) || c >= chunks) return;
     if (!atomic_compare_exchange_weak(&ticket, &t, t + 1)) continue;
-    long c = t & 0xFFFFF, size = (job_n + job_chunks - 1) / job_chunks;
+    long size = (job_n + chunks - 1) / chunks;
     long start = c * size, end = start + size < job_n ? start + size : job_n;
     if (start < end) job_body(job_args, start, end);
     atomic_fetch_add(&done, 1);
@@ -62,8 +68,7 @@ static void take_chunks(long job) {
 }
 
 static void* worker(void* arg) {
-  long seen = atomic_load(&generation);
-  (void)arg;
+  long seen = atomic_load(&generation), index = (long)arg;
   for (;;) {
     long g = atomic_load(&generation);
     double since = now_us();
@@ -77,7 +82,7 @@ static void* worker(void* arg) {
       pthread_mutex_unlock(&lock);
     }
     seen = g;
-    take_chunks(g);
+    if (index < atomic_load(&threads)) take_chunks(g);     /* beyond --threads: stay out */
   }
   return 0;
 }
@@ -88,13 +93,13 @@ int mg_set_threads(int n) {
   pthread_mutex_lock(&lock);
   while (workers < n - 1) {
     pthread_t t;
-    if (pthread_create(&t, 0, worker, 0) != 0) break;
+    if (pthread_create(&t, 0, worker, (void*)(long)(workers + 1)) != 0) break;
     pthread_detach(t);
     workers++;
   }
-  threads = workers + 1 < n ? workers + 1 : n;
+  atomic_store(&threads, workers + 1 < n ? workers + 1 : n);
   pthread_mutex_unlock(&lock);
-  return threads;
+  return atomic_load(&threads);
 }
 
 /* body(args, start, end) over [0, n), in `chunks` chunks that the calling thread and the pool's
@@ -104,22 +109,21 @@ void mg_parallel(mg_body body, void* args, long n, long chunks) {
   if (chunks > n) chunks = n;
   if (chunks > 0xFFFFF) chunks = 0xFFFFF;
   long size = chunks > 0 ? (n + chunks - 1) / chunks : n;
-  if (threads <= 1 || chunks < 2) {
+  if (atomic_load(&threads) <= 1 || chunks < 2) {
     for (long start = 0; start < n; start += size) body(args, start, start + size < n ? start + size : n);
     return;
   }
   pthread_mutex_lock(&one_job);
   job_body = body; job_args = args; job_n = n;
-  job_chunks = chunks;
   atomic_store(&done, 0);
   pthread_mutex_lock(&lock);
   long job = atomic_load(&generation) + 1;
-  atomic_store(&ticket, job << 20);
+  atomic_store(&ticket, ((job & 0xFFFFFF) << 40) | (chunks << 20));
   atomic_store(&generation, job);
   pthread_cond_broadcast(&wake);
   pthread_mutex_unlock(&lock);
   take_chunks(job);
-  while (atomic_load(&done) < job_chunks) sched_yield();     /* chunks that workers are still running */
+  while (atomic_load(&done) < chunks) sched_yield();         /* chunks that workers are still running */
   pthread_mutex_unlock(&one_job);
 }
 """ % {"spin": SPIN_US}

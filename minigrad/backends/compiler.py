@@ -16,6 +16,7 @@ MINIGRAD_CC names the compiler (default: $CC, else cc); MINIGRAD_CACHE the cache
 import ctypes
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -60,6 +61,11 @@ def cache_dir() -> str:
     return os.environ.get("MINIGRAD_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "minigrad")
 
 
+class CompileError(ValueError):
+    """The compiler failed on a kernel, or its libraries cannot be written or loaded: one line that
+    says how to go on (the CLI reports ValueErrors that way)."""
+
+
 class Compiler:
     """A C compiler that works here, with the flags it was found to accept."""
     why_not: Optional[str] = None          # set by find() when no compiler works
@@ -77,7 +83,8 @@ class Compiler:
 
     def describe(self) -> str:
         math_kind = "vector math (libmvec)" if self.vector_math else "scalar math"
-        return f"{self.version.splitlines()[0]}, {' '.join(self.flags[:1] + self.flags[7:8])}, {math_kind}"
+        arch = [f for f in self.flags if f.startswith("-march")]
+        return f"{(self.version.splitlines() or [self.cc])[0]}, {' '.join(['-O3'] + arch)}, {math_kind}"
 
     def thread_count(self) -> int:
         self._runtime()
@@ -109,12 +116,15 @@ class Compiler:
     @classmethod
     def _probe(cls) -> Optional["Compiler"]:
         name = os.environ.get("MINIGRAD_CC") or os.environ.get("CC") or "cc"
-        cc = shutil.which(name)
-        if cc is None:
-            cls.why_not = f"no C compiler: {name!r} is not on PATH (install gcc or clang, or set MINIGRAD_CC)"
+        words = shlex.split(name) or ["cc"]                  # CC="ccache gcc" is a command with an argument
+        found = shutil.which(words[0])
+        if found is None:
+            cls.why_not = f"no C compiler: {words[0]!r} is not on PATH (install gcc or clang, or set MINIGRAD_CC)"
             return None
+        cc = " ".join([found] + words[1:])
         try:
-            version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+            done = subprocess.run([*shlex.split(cc), "--version"], capture_output=True, text=True, timeout=30)
+            version = (done.stdout or done.stderr).strip() or cc
         except (OSError, subprocess.SubprocessError) as e:
             cls.why_not = f"{cc} --version failed: {e}"
             return None
@@ -161,14 +171,29 @@ class Compiler:
         flags = self.flags + list(extra_flags)
         digest = hashlib.sha256((" ".join(flags) + source).encode()).hexdigest()[:24]
         path = os.path.join(self.folder, f"{digest}.so")
-        if not os.path.exists(path):
-            os.makedirs(self.folder, exist_ok=True)
+        library = None
+        if os.path.exists(path):
+            try:
+                library = ctypes.CDLL(path)
+            except OSError:                          # a damaged file (a crash mid-write elsewhere): build again
+                library = None
+        if library is None:
+            try:
+                os.makedirs(self.folder, exist_ok=True)
+            except OSError as e:
+                raise CompileError(f"cannot write compiled kernels to {self.folder} ({e.strerror}); set "
+                                   f"MINIGRAD_CACHE to a writable folder, or MINIGRAD_CPU=numpy") from None
             error = _try_build(self.cc, flags, self.libs, source, path)
             self.compiles += 1
             if error is not None:
-                raise RuntimeError(f"the C compiler rejected a kernel ({error.strip().splitlines()[0]}); "
+                what = "kernel" if with_prelude else "thread pool"
+                raise CompileError(f"the C compiler failed on a {what} ({(error.strip().splitlines() or ['?'])[0]}); "
                                    f"set MINIGRAD_CPU=numpy to run without compiling, and please report this")
-        library = ctypes.CDLL(path)
+            try:
+                library = ctypes.CDLL(path)
+            except OSError as e:
+                raise CompileError(f"cannot load a compiled kernel from {self.folder} ({e}); set MINIGRAD_CACHE "
+                                   f"to a folder programs may run from, or MINIGRAD_CPU=numpy") from None
         if with_prelude:
             library.mg_use_runtime(ctypes.cast(self._runtime().mg_parallel, ctypes.c_void_p))
         return library
@@ -184,7 +209,7 @@ def _try_build(cc: str, flags: List[str], libs: List[str], source: str, path: Op
         with open(c_file, "w") as f:
             f.write(source)
         try:
-            result = subprocess.run([cc, *flags, c_file, "-o", out, *libs, "-lm"],
+            result = subprocess.run([*shlex.split(cc), *flags, c_file, "-o", out, *libs, "-lm"],
                                     capture_output=True, text=True, timeout=600)
         except (OSError, subprocess.SubprocessError) as e:
             return str(e)
@@ -196,9 +221,15 @@ def _try_build(cc: str, flags: List[str], libs: List[str], source: str, path: Op
             except OSError as e:
                 return str(e)
             return None
-        partial = f"{path}.{os.getpid()}.tmp"
-        shutil.copyfile(out, partial)
-        os.replace(partial, path)
+        try:
+            handle, partial = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+            with os.fdopen(handle, "wb") as f, open(out, "rb") as built:
+                shutil.copyfileobj(built, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(partial, path)               # whole or not at all, for every process sharing the cache
+        except OSError as e:
+            return f"cannot write {path}: {e.strerror}"
     return None
 
 

@@ -2,8 +2,8 @@
 
 Elementwise and reduce kernels run one of two ways:
   compiled    rendered to C (c_render.py), compiled in one go per schedule by the system C
-              compiler (compiler.py; OpenMP, so every core works), called through ctypes on the
-              arrays' memory.  The default wherever a C compiler works.
+              compiler (compiler.py), run on a thread pool (c_runtime.py), called through ctypes
+              on the arrays' memory.  The default wherever a C compiler works.
   evaluator   the expression tree evaluated bottom-up with vectorized numpy calls (a table from
               primitive op to numpy function), the root writing straight into the output
               (`out=`).  Needs nothing but numpy.
@@ -19,7 +19,7 @@ import sys
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ..kernel import Const, KernelKind, Load, Op
+from ..kernel import Const, KernelKind, Load, Op, walk
 from ..rng import uniform
 from ..ops import NORMAL, BinaryOps, LoadOps, ReduceOps, SpecialOps, TernaryOps, UnaryOps
 from .. import debug
@@ -143,7 +143,7 @@ class NumpyBackend(Backend):
         for k in kernels:
             if k.prepared is not None or not self.compiles(k):
                 continue
-            key = (k.ast, k.output.shape, k.output.dtype, tuple(b.dtype for b in k.inputs))   # a Const has no shape
+            key = _kernel_key(k)
             known = self.prepared.get(key)
             if known is not None:
                 k.prepared = known
@@ -173,11 +173,12 @@ class NumpyBackend(Backend):
         return kernel.kind is KernelKind.ELEMENTWISE and self.compiles(kernel)
 
     def _render_group(self, kernels, sources, stores, input_dtypes):
-        key = (tuple(id(k) for k in kernels), tuple(map(tuple, sources)), tuple(stores))
+        key = (tuple(_kernel_key(k) for k in kernels), tuple(map(tuple, sources)), tuple(stores), tuple(input_dtypes))
         if key not in self.groups:
-            rendered = c_render.render_group(list(zip(kernels, sources, stores)), input_dtypes)
-            self.groups[key] = (kernels, rendered)        # the kernels too: their ids stay theirs
-        return self.groups[key][1]
+            if len(self.groups) > self.MAX_REMEMBERED:
+                self.groups.clear()
+            self.groups[key] = c_render.render_group(list(zip(kernels, sources, stores)), input_dtypes)
+        return self.groups[key]
 
     def prepare_groups(self, groups) -> None:
         """Compile the C of these groups [(kernels, sources, stores, input dtypes)] in one run."""
@@ -333,6 +334,14 @@ def _region(out, bounds, reduced=()):
     if bounds is None:
         return out
     return out[tuple(slice(0, 1) if i in reduced else slice(a, b) for i, (a, b) in enumerate(bounds))]
+
+
+def _kernel_key(kernel) -> tuple:
+    """What makes two kernels the same C with the same arguments: the expression (Views, ops,
+    constants), the output's shape (a Const has none) and the dtypes.  Constants also by their
+    repr, since -0.0 == 0.0 and NaN != NaN."""
+    consts = tuple(repr(n.value) for n in walk(kernel.ast) if isinstance(n, Const))
+    return (kernel.ast, consts, kernel.output.shape, kernel.output.dtype, tuple(b.dtype for b in kernel.inputs))
 
 
 def _overlapping(buffers) -> bool:

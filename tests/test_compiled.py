@@ -257,3 +257,27 @@ def test_a_path_that_cannot_run_is_one_clear_line(env, message, tmp_path):
     assert run.returncode != 0 and "Traceback" not in run.stderr
     assert message in run.stderr and len(run.stderr.strip().splitlines()) == 1
     assert not out_dir.exists()
+
+
+def test_random_numbers_are_the_same_bits_compiled_and_evaluated(compiled):
+    """Dropout masks come from the counter-based hash (rng.py) in C now: the same bits as numpy's
+    (and OpenCL's), in float32 and float64, for a replayed step too."""
+    import minigrad
+    for dtype in (np.float32, np.float64):
+        Tensor.manual_seed(5)
+        fast = Tensor.rand(1000, 37, dtype=dtype).numpy()
+        compiler, compiled.compiler = compiled.compiler, None
+        try:
+            Tensor.manual_seed(5)
+            slow = Tensor.rand(1000, 37, dtype=dtype).numpy()
+        finally:
+            compiled.compiler = compiler
+        assert fast.dtype == dtype and np.array_equal(fast, slow)
+    Tensor.manual_seed(7)
+    step = minigrad.jit(lambda x: x.dropout(0.5))
+    x = Tensor(np.ones(4096, np.float32))
+    masks = [step(x).numpy() for _ in range(6)]                # calls 5 and 6 are replays
+    Tensor.manual_seed(7)
+    eager = [x.dropout(0.5).numpy() for _ in range(6)]
+    assert all(np.array_equal(a, b) for a, b in zip(masks, eager))
+    assert not np.array_equal(masks[4], masks[5])             # a fresh mask every replay

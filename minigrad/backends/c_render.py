@@ -16,11 +16,14 @@ double.  The function is named by a hash of its source, so equal kernels share o
 """
 import hashlib
 import math
+
+import numpy as np
 from typing import List, Optional, Sequence, Tuple
 
 from ..kernel import Const, KernelKind, Load, Op, walk
 from ..ops import ReduceOps, UnaryOps
 from ..view import View
+from .. import rng
 from .c_like import ExpressionRenderer, c_type, load_expr, lowest
 
 # A loop of fewer elements than this runs on one thread: waking the others costs more than they
@@ -48,7 +51,7 @@ static inline double mg_expd(double x) {
   return c == mg_exp_floor_d ? 0.0 : e;
 }
 #define mg_exp(x) _Generic((x), float: mg_expf, default: mg_expd)(x)
-"""
+static inline """ + rng.LOWBIAS32_C
 
 
 # ops whose vector version (libmvec) and scalar version (libm) may differ in the last bits
@@ -312,10 +315,24 @@ def render_group(members, input_dtypes) -> Optional[Tuple[str, str, list]]:
                      output_dtypes=[kernel.output.dtype for _, kernel in stored])
 
 
+def render_rand(kernel, input_dtypes) -> Tuple[str, str, list]:
+    """Uniform numbers from the counter-based hash (rng.py): element i is a hash of i and the two
+    keys, which are the scalar arguments c0, c1 (new each call, the same function).  The same bits
+    as numpy's and OpenCL's: (bits >> 8) * 2^-24 is exact in float32.  Dropout's masks, which
+    numpy made at a few ns a number (230 M a step on the shakespeare-char model)."""
+    n = max(1, math.prod(kernel.output.shape))
+    t = c_type(kernel.output.dtype)
+    keys = [(0, np.dtype(np.uint32)), (0, np.dtype(np.uint32))]          # values: rng.keys(seed, counter)
+    body = ["for (long i = start; i < end; i++) {",
+            "  const uint bits = lowbias32(lowbias32((uint)i ^ c0) + c1);",
+            f"  out[i] = ({t})(bits >> 8) * ({t})(1.0 / 16777216.0);", "}"]
+    return _function(kernel, input_dtypes, keys, body, n, n)
+
+
 RENDERERS = {KernelKind.ELEMENTWISE: render_elementwise, KernelKind.REDUCE: render_reduce,
-             KernelKind.SCATTER_ADD: render_scatter_add}
+             KernelKind.SCATTER_ADD: render_scatter_add, KernelKind.RAND: render_rand}
 
 
 def render(kernel, input_dtypes) -> Tuple[str, str, list]:
-    """(function name, C source, scalar arguments) for an elementwise, reduce or scatter-add kernel."""
+    """(function name, C source, scalar arguments) for an elementwise, reduce, scatter-add or rand kernel."""
     return RENDERERS[kernel.kind](kernel, input_dtypes)

@@ -20,6 +20,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..kernel import Const, KernelKind, Load, Op, walk
+from .. import rng
 from ..rng import uniform
 from ..ops import NORMAL, BinaryOps, LoadOps, ReduceOps, SpecialOps, TernaryOps, UnaryOps
 from .. import debug
@@ -91,7 +92,8 @@ def keep_freed_memory() -> bool:
 
 
 CPU_PATHS = ("auto", "compiled", "numpy")
-C_ARGUMENT = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}
+C_ARGUMENT = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double,
+              np.dtype(np.uint32): ctypes.c_uint}
 
 
 def cpu_path() -> str:
@@ -131,6 +133,8 @@ class NumpyBackend(Backend):
     MAX_REMEMBERED = 1 << 14
 
     def compiles(self, kernel) -> bool:
+        if kernel.kind is KernelKind.RAND and kernel.ast.arg.distribution == NORMAL:
+            return False                                  # weight init: numpy's normal generator
         return self.compiler is not None and kernel.kind in c_render.RENDERERS and kernel.output.size > 0
 
     def prepare(self, kernels) -> None:
@@ -213,7 +217,7 @@ class NumpyBackend(Backend):
         """A call that runs `kernel` on these buffers, with everything that does not change between
         calls worked out once (a jit replays it): the compiled function with its pointers, or
         np.matmul on views fixed in advance."""
-        if self.compiles(kernel) and kernel.kind is not KernelKind.SCATTER_ADD:   # (its indices are checked per run)
+        if self.compiles(kernel) and kernel.kind not in (KernelKind.SCATTER_ADD, KernelKind.RAND):   # (checked or seeded per run)
             if kernel.prepared is None:
                 self.prepare([kernel])
             function, scalars = kernel.prepared
@@ -240,7 +244,12 @@ class NumpyBackend(Backend):
         return np.array(read(buffer, view), dtype=dtype, copy=True)
 
     def run(self, kernel, out, inputs):
+        if kernel.kind is KernelKind.RAND and kernel.prepared is None and self.compiles(kernel):
+            self.prepare([kernel])                        # a jit's reseeded copy: the same function
         if kernel.prepared is not None and self.compiler is not None:     # compiled by prepare()
+            if kernel.kind is KernelKind.RAND:
+                kernel.prepared[0](out.ctypes.data, *rng.keys(kernel.ast.arg.seed, kernel.ast.arg.counter))
+                return
             if kernel.kind is KernelKind.SCATTER_ADD:
                 index = kernel.ast.srcs[1]
                 _check_index(read(inputs[index.index], index.view), kernel.ast.arg)
@@ -339,7 +348,9 @@ def _region(out, bounds, reduced=()):
 def _kernel_key(kernel) -> tuple:
     """What makes two kernels the same C with the same arguments: the expression (Views, ops,
     constants), the output's shape (a Const has none) and the dtypes.  Constants also by their
-    repr, since -0.0 == 0.0 and NaN != NaN."""
+    repr, since -0.0 == 0.0 and NaN != NaN.  A random kernel's seed is an argument per call."""
+    if kernel.kind is KernelKind.RAND:
+        return ("rand", kernel.output.shape, kernel.output.dtype)
     consts = tuple(repr(n.value) for n in walk(kernel.ast) if isinstance(n, Const))
     return (kernel.ast, consts, kernel.output.shape, kernel.output.dtype, tuple(b.dtype for b in kernel.inputs))
 

@@ -87,7 +87,19 @@ static void* worker(void* arg) {
   return 0;
 }
 
+/* A forked child has this thread's copy of the pool but none of its workers (and maybe a lock some
+   other thread held): it starts over with one thread. */
+static void forked_child(void) {
+  pthread_mutex_init(&lock, 0);
+  pthread_mutex_init(&one_job, 0);
+  pthread_cond_init(&wake, 0);
+  workers = 0;
+  atomic_store(&threads, 1);
+}
+
 int mg_set_threads(int n) {
+  static int fork_handler = 0;
+  if (!fork_handler) { pthread_atfork(0, 0, forked_child); fork_handler = 1; }
   if (n < 1) n = 1;
   if (n > MAX_THREADS) n = MAX_THREADS;
   pthread_mutex_lock(&lock);

@@ -1,4 +1,5 @@
-"""Turn an elementwise or reduce Kernel into a plain C function for the compiled CPU path.
+"""Turn a Kernel into a plain C function for the compiled CPU path (elementwise, reduce,
+scatter-add and random-number kernels; matmuls stay on BLAS).
 
 The expression inside is the OpenCL renderer's (c_like.py: one place for each op's C and for a
 View's index arithmetic); what differs is the loop around it.  A GPU launches one work item
@@ -13,12 +14,14 @@ the thread pool (c_runtime.py) splits across the cores, and whose inner loop the
 Dims are merged first where every Load reads them as one (a (B, T, D) tensor read in order is
 one loop of B*T*D), so loops are few and the innermost one is long.  Float sums accumulate in
 double.  The function is named by a hash of its source, so equal kernels share one function.
+render_group fuses several elementwise kernels into one loop with several outputs (a jit's
+replay, see jit._launch_groups).
 """
 import hashlib
 import math
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
-from typing import List, Optional, Sequence, Tuple
 
 from ..kernel import Const, KernelKind, Load, Op, walk
 from ..ops import ReduceOps, UnaryOps
@@ -35,7 +38,7 @@ MAX_CHUNKS = 64
 # maxnan: max on floats as numpy has it, NaN wins (C's fmax would drop it).
 # mg_exp: exp, but 0 below the smallest normal result.  The vector exp of glibc's libmvec leaves
 # its fast path for any lane below -87.3 (float): a causally masked softmax has half its scores at
-# -inf, and took 8x longer.  So the argument is clamped at EXP_FLOOR and the result set to 0 there
+# -inf, and took 8x longer.  So the argument is clamped at the floor and the result set to 0 there
 # (a true result below 1.6e-38 becomes 0).  The floors are variables, not constants, else the
 # compiler sees through the clamp (where the result is kept, the clamp changed nothing) and passes
 # the raw argument after all.

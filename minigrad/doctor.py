@@ -55,7 +55,8 @@ def _compiled_report(lines) -> None:
     except Exception as e:
         smoke = f"smoke test failed: {type(e).__name__}: {e}"
     lines.append(f"  CPU kernels: compiled ({backend.compiler.describe()}); {smoke}")
-    lines.append(f"    cache: {backend.compiler.folder}; MINIGRAD_CPU=numpy runs the NumPy evaluator instead")
+    lines.append(f"    cache: {backend.compiler.folder} ({backend.compiler.cache_summary()}); "
+                 f"MINIGRAD_CPU=numpy runs the NumPy evaluator instead")
 
 
 def _opencl_report(lines) -> bool:

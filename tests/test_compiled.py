@@ -281,3 +281,23 @@ def test_random_numbers_are_the_same_bits_compiled_and_evaluated(compiled):
     eager = [x.dropout(0.5).numpy() for _ in range(6)]
     assert all(np.array_equal(a, b) for a, b in zip(masks, eager))
     assert not np.array_equal(masks[4], masks[5])             # a fresh mask every replay
+
+
+def test_the_disk_cache_drops_its_oldest_libraries_past_its_cap(compiled, tmp_path, monkeypatch):
+    """Every new shape is a new library: past MAX_CACHED the oldest half is deleted, and a function
+    loaded from a deleted library still runs."""
+    import ctypes
+    import time
+    compiler = compiled.compiler
+    monkeypatch.setattr(compiler, "folder", str(tmp_path))
+    monkeypatch.setattr(compiler, "MAX_CACHED", 2)
+    functions = []
+    for i in range(5):
+        name = f"answer_{i}"
+        functions.append(compiler.build({name: f"int {name}(void) {{ return {i * 7}; }}\n"})[name])
+        time.sleep(0.01)                                  # distinct write times
+        assert len(list(tmp_path.glob("*.so"))) <= 3
+    for i, f in enumerate(functions):
+        f.restype = ctypes.c_int
+        assert f() == i * 7
+    assert "libraries" in compiler.cache_summary()

@@ -164,7 +164,31 @@ class Compiler:
         self._runtime()
         with ThreadPoolExecutor(parts) as pool:
             libraries = list(pool.map(lambda group: self._library(prelude + "".join(sources[n] for n in group)), groups))
+        self._prune()
         return {n: getattr(lib, n) for group, lib in zip(groups, libraries) for n in group}
+
+    MAX_CACHED = 4096                      # libraries kept on disk; beyond, the oldest half goes
+
+    def _prune(self) -> None:
+        """Keep the disk cache from growing without end (every new shape is a new library): past
+        MAX_CACHED files, delete the least recently written half.  A library already loaded stays
+        usable (the system keeps a deleted file's mapping); one needed again is built again."""
+        try:
+            files = [os.path.join(self.folder, f) for f in os.listdir(self.folder) if f.endswith(".so")]
+            if len(files) <= self.MAX_CACHED:
+                return
+            for path in sorted(files, key=os.path.getmtime)[:len(files) // 2]:
+                os.remove(path)
+        except OSError:                       # another process pruning at the same time
+            pass
+
+    def cache_summary(self) -> str:
+        """How many libraries the cache holds and their size, for `python -m minigrad`."""
+        try:
+            sizes = [os.path.getsize(os.path.join(self.folder, f)) for f in os.listdir(self.folder)]
+        except OSError:
+            sizes = []
+        return f"{len(sizes)} libraries, {sum(sizes) / 2**20:.1f} MB"
 
     def _library(self, body: str, extra_flags=(), with_prelude=True):
         source = self.prelude + body if with_prelude else body

@@ -43,7 +43,7 @@ def _compiled_report(lines) -> None:
         return
     if backend.compiler is None:
         lines.append(f"  CPU kernels: the NumPy evaluator, because {backend.why_not_compiled}.")
-        if os.environ.get("MINIGRAD_CPU", "auto") != "numpy":
+        if os.environ.get("MINIGRAD_CPU", "auto") != "numpy" and "MINIGRAD_CACHE" not in str(backend.why_not_compiled):
             lines.append("    For compiled kernels (2-3x faster training steps on small models), install a C compiler "
                          "(Debian/Ubuntu: apt-get install gcc; macOS: xcode-select --install)")
         return

@@ -245,6 +245,18 @@ def test_without_a_compiler_the_evaluator_runs_and_the_report_says_why(tmp_path)
     assert "install a C compiler" in report.stdout
 
 
+def test_an_unwritable_kernel_cache_falls_back_to_the_evaluator_and_says_where_to_point_it(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    env = {"MINIGRAD_CACHE": str(blocker / "cache")}
+    run = _python("from minigrad import Tensor; print(Tensor([1.0, 2.0]).exp().sum().item())", **env)
+    assert run.returncode == 0 and float(run.stdout) == pytest.approx(np.exp(1) + np.exp(2), rel=1e-6)
+    report = subprocess.run([sys.executable, "-m", "minigrad"], capture_output=True, text=True, cwd=ROOT,
+                            env={**os.environ, **env}, timeout=300)
+    assert "CPU kernels: the NumPy evaluator, because the kernel cache" in report.stdout
+    assert "set MINIGRAD_CACHE to a writable folder" in report.stdout and "install a C compiler" not in report.stdout
+
+
 @pytest.mark.parametrize("env,message", [
     ({"MINIGRAD_CPU": "compiled", "MINIGRAD_CC": "no-such-cc"}, "MINIGRAD_CPU=compiled, but no C compiler"),
     ({"MINIGRAD_CPU": "fast"}, "MINIGRAD_CPU='fast' is not a CPU path; choose one of auto, compiled, numpy"),

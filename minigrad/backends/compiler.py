@@ -144,11 +144,24 @@ class Compiler:
                 probe = PRELUDE + (VECTOR_MATH if vector_math else "") + PROBE
                 error = _try_build(cc, flags, libs, probe)
                 if error is None:
-                    return cls(cc, flags, libs, vector_math, version)
+                    return cls._with_cache(cls(cc, flags, libs, vector_math, version))
                 last_error = error
         first_line = (last_error.strip().splitlines() or ["?"])[0]
         cls.why_not = f"{cc} could not build a test library: {first_line}"
         return None
+
+    @classmethod
+    def _with_cache(cls, compiler: "Compiler") -> Optional["Compiler"]:
+        """The compiler, if its cache folder can be written (a read-only home would otherwise fail
+        at the first kernel); else None, and why_not says where to point MINIGRAD_CACHE."""
+        try:
+            os.makedirs(compiler.folder, exist_ok=True)
+            tempfile.TemporaryFile(dir=compiler.folder).close()
+        except OSError as e:
+            cls.why_not = (f"the kernel cache {compiler.folder} cannot be written ({e.strerror}): set "
+                           f"MINIGRAD_CACHE to a writable folder")
+            return None
+        return compiler
 
     # ---- building ----------------------------------------------------------------------
     def build(self, sources: Dict[str, str], prelude: str = "") -> Dict[str, object]:

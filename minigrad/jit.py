@@ -43,7 +43,7 @@ from .backends import get_backend
 from .kernel import KernelKind, Load, Op, walk
 from .lazy import LazyBuffer
 from .ops import LoadOps
-from .schedule import recorders, run_kernel
+from .schedule import prepare, recorders, run_kernel
 from .tensor import Tensor, realize
 from .jitcheck import CallChecks, check_signature, signature
 
@@ -281,9 +281,7 @@ class jit:
         the arguments, or state replaced from outside."""
         calls = self.recording.calls
         if getattr(self, "launch_groups", None) is None:
-            for device in {k.output.device for k, _, _ in calls}:      # compile the step's kernels in one go
-                backend = get_backend(device)
-                backend.prepare([k for k, _, _ in calls if k.output.device == device])
+            prepare([k for k, _, _ in calls])                          # compile the step's kernels in one go
             self.launch_groups = _launch_groups(calls)
             self._dead_after = {n: i for i, numbers in self.released_after.items() for n in numbers}
             specs = defaultdict(list)

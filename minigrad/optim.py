@@ -61,13 +61,11 @@ class Optimizer:
         with no_grad():
             self._assign(self.step_tensor, self.step_tensor + 1)
             updated = [self.step_tensor]
-            self._shared = {}                 # values every parameter's update uses, made once per step
             for i, p in enumerate(self.params):
                 if p.grad is None:
                     continue
                 updated += self._update(i, p, p.grad.detach())
             realize(*updated)
-            self._shared = {}
 
     def _update(self, i: int, p: Tensor, g: Tensor) -> List[Tensor]:
         """Set p.lazydata (and any state) to the new lazy values; return them for realizing."""
@@ -149,6 +147,7 @@ class Adam(Optimizer):
         self.eps, self.weight_decay = eps, weight_decay
         self.m = [Tensor.zeros(*p.shape, dtype=p.dtype, device=p.device) for p in self.params]
         self.v = [Tensor.zeros(*p.shape, dtype=p.dtype, device=p.device) for p in self.params]
+        self._corrections_of, self._corrections = None, {}     # see _bias_corrections
 
     def _update(self, i, p, g):
         w = p.detach()
@@ -169,10 +168,13 @@ class Adam(Optimizer):
         """1 - beta1^t and 1 - beta2^t, as b^t = exp(t log b) from the step count on the device: one
         pair per step (and dtype) that every parameter's update reads, so the scheduler gives each
         a one-element buffer instead of every update kernel computing two exps per element."""
-        if dtype not in self._shared:
+        step = self.step_tensor.lazydata              # this step's count: a new node every step
+        if self._corrections_of is not step:
+            self._corrections_of, self._corrections = step, {}
+        if dtype not in self._corrections:
             t = self.step_tensor.reshape(()).cast(dtype)
-            self._shared[dtype] = (1 - (t * math.log(self.b1)).exp(), 1 - (t * math.log(self.b2)).exp())
-        return self._shared[dtype]
+            self._corrections[dtype] = (1 - (t * math.log(self.b1)).exp(), 1 - (t * math.log(self.b2)).exp())
+        return self._corrections[dtype]
 
     def _state(self):
         return self.m + self.v

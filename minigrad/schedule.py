@@ -224,6 +224,13 @@ def run_kernel(kernel: Kernel, out_buffer, input_buffers) -> None:
         backend.run(kernel, out_buffer, input_buffers)
 
 
+def prepare(kernels: List[Kernel]) -> None:
+    """Let each backend compile its kernels in one go before the first runs (Backend.prepare)."""
+    from .backends import get_backend
+    for device in {k.output.device for k in kernels}:
+        get_backend(device).prepare([k for k in kernels if k.output.device == device])
+
+
 def run_schedule(schedule: List[Kernel]) -> None:
     """Run the kernels in order.  Memory is freed by liveness, through Python's reference counts:
     once a kernel has run, it is dropped from the list and its output forgets the graph that made
@@ -232,8 +239,7 @@ def run_schedule(schedule: List[Kernel]) -> None:
     from .backends import get_backend
     start = time.perf_counter()
     count = len(schedule)
-    for device in {k.output.device for k in schedule}:
-        get_backend(device).prepare([k for k in schedule if k.output.device == device])
+    prepare(schedule)
     for position, kernel in enumerate(schedule):
         out = kernel.output
         backend = get_backend(out.device)

@@ -104,17 +104,18 @@ def _merged_view(view: View, groups: List[List[int]]) -> View:
     return View(shape, strides, view.offset, mask)
 
 
-def _rewrite(node, groups, memo):
-    """The expression tree with every Load's View (and every shape) over the merged dims."""
+def _rewrite(node, groups, memo, load=None):
+    """The expression tree with every Load's View (and every shape) over the merged dims.  `load`,
+    if given, says what a Load becomes instead (a multi-output kernel's member reads another's value)."""
     if id(node) in memo:
         return memo[id(node)]
     if isinstance(node, Load):
-        new = Load(node.index, _merged_view(node.view, groups), node.dtype)
+        new = load(node) if load else Load(node.index, _merged_view(node.view, groups), node.dtype)
     elif isinstance(node, Const):
         new = node
     else:
         shape = tuple(math.prod(node.shape[d] for d in g) for g in groups)
-        new = Op(node.op, tuple(_rewrite(s, groups, memo) for s in node.srcs), node.arg, node.dtype, shape)
+        new = Op(node.op, tuple(_rewrite(s, groups, memo, load) for s in node.srcs), node.arg, node.dtype, shape)
     memo[id(node)] = new
     return new
 
@@ -291,20 +292,10 @@ def render_group(members, input_dtypes) -> Optional[Tuple[str, str, list]]:
         return None
     roots = []
     for kernel, sources, _ in members:
-        def substitute(node, sources=sources, memo={}):
-            if id(node) in memo:
-                return memo[id(node)]
-            if isinstance(node, Load):
-                where, k = sources[node.index]
-                new = roots[k] if where == "member" else Load(k, _merged_view(node.view, groups), node.dtype)
-            elif isinstance(node, Const):
-                new = node
-            else:
-                new = Op(node.op, tuple(substitute(s) for s in node.srcs), node.arg, node.dtype,
-                         tuple(math.prod(node.shape[d] for d in g) for g in groups))
-            memo[id(node)] = new
-            return new
-        roots.append(substitute(kernel.ast))
+        def load(node, sources=sources):
+            where, k = sources[node.index]
+            return roots[k] if where == "member" else Load(k, _merged_view(node.view, groups), node.dtype)
+        roots.append(_rewrite(kernel.ast, groups, {}, load))
     sizes = [math.prod(shape[d] for d in g) for g in groups]
     idx = [f"i{k}" for k in range(len(sizes))]
     scalars = []

@@ -159,17 +159,27 @@ class NumpyBackend(Backend):
         if debug.DEBUG >= 3:
             for name, source, _ in rendered:
                 print(source)
-        missing = {name: source for name, source, _ in rendered if name not in self.functions}
-        for name, function in self.compiler.build(missing, c_render.PRELUDE).items() if missing else ():
-            self.functions[name] = function
+        self._compile(rendered)
         if len(self.prepared) > self.MAX_REMEMBERED:        # kernels whose numbers change each time
             self.prepared.clear()
         for (key, kernel), (name, _, scalars) in zip(todo, rendered):
-            function = self.functions[name]
-            if function.argtypes is None:
-                function.argtypes = [ctypes.c_void_p] * (1 + len(kernel.inputs)) + [C_ARGUMENT[d] for _, d in scalars]
-                function.restype = None
+            function = self._function(name, 1 + len(kernel.inputs), scalars)
             kernel.prepared = self.prepared[key] = (function, tuple(float(v) for v, _ in scalars))
+
+    def _compile(self, rendered) -> None:
+        """Build the rendered (name, source, scalars) functions this process has not loaded yet,
+        in one compiler run."""
+        missing = {name: source for name, source, _ in rendered if name not in self.functions}
+        if missing:
+            self.functions.update(self.compiler.build(missing, c_render.PRELUDE))
+
+    def _function(self, name: str, pointers: int, scalars):
+        """A loaded C function, told its arguments: `pointers` buffers, then the scalars."""
+        function = self.functions[name]
+        if function.argtypes is None:
+            function.argtypes = [ctypes.c_void_p] * pointers + [C_ARGUMENT[d] for _, d in scalars]
+            function.restype = None
+        return function
 
     # ---- multi-output kernels (a jit's groups) -------------------------------------------
     def groups_kernel(self, kernel) -> bool:
@@ -186,14 +196,11 @@ class NumpyBackend(Backend):
 
     def prepare_groups(self, groups) -> None:
         """Compile the C of these groups [(kernels, sources, stores, input dtypes)] in one run."""
-        rendered = [self._render_group(*g) for g in groups]
+        rendered = [r for r in (self._render_group(*g) for g in groups) if r is not None]
         if debug.DEBUG >= 3:
-            for r in rendered:
-                if r is not None:
-                    print(r[1])
-        missing = {r[0]: r[1] for r in rendered if r is not None and r[0] not in self.functions}
-        for name, function in self.compiler.build(missing, c_render.PRELUDE).items() if missing else ():
-            self.functions[name] = function
+            for _, source, _ in rendered:
+                print(source)
+        self._compile(rendered)
 
     def bind_group(self, kernels, sources, stores, inputs, outputs):
         """One call running the group's kernels as one loop, or None where it cannot: the loops
@@ -203,13 +210,9 @@ class NumpyBackend(Backend):
         rendered = self._render_group(kernels, sources, stores, [b.dtype for b in inputs])
         if rendered is None or _overlapping(inputs + outputs):
             return None
-        name, source, scalars = rendered
-        if name not in self.functions:
-            self.functions.update(self.compiler.build({name: source}, c_render.PRELUDE))
-        function = self.functions[name]
-        if function.argtypes is None:
-            function.argtypes = [ctypes.c_void_p] * (len(outputs) + len(inputs)) + [C_ARGUMENT[d] for _, d in scalars]
-            function.restype = None
+        self._compile([rendered])
+        name, _, scalars = rendered
+        function = self._function(name, len(outputs) + len(inputs), scalars)
         return functools.partial(function, *[b.ctypes.data for b in outputs], *[b.ctypes.data for b in inputs],
                                  *[float(v) for v, _ in scalars])
 

@@ -98,7 +98,7 @@ def load_expr(name: str, view: View, idx: Sequence[str], dtype) -> str:
 class ExpressionRenderer:
     """Prints an elementwise expression tree as C statements, one temporary per node.
 
-    Finite float constants become kernel arguments (c0, c1, ...) rather than literals, so a
+    Finite nonzero float constants become kernel arguments (c0, c1, ...) rather than literals, so a
     kernel whose numbers change every step (a learning rate, Adam's bias correction) keeps
     the same source and is compiled once.  `scalars` collects their (value, dtype).
     `float_max` spells max on floats: OpenCL's fmax, or a NaN-propagating one (numpy's maximum);
@@ -119,10 +119,10 @@ class ExpressionRenderer:
 
     def _render_one(self, n) -> str:
         if isinstance(n, Const):
-            if n.dtype.kind == "f" and math.isfinite(n.value):
+            if n.dtype.kind == "f" and math.isfinite(n.value) and n.value != 0:
                 self.scalars.append((n.value, n.dtype))
                 return f"c{len(self.scalars) - 1}"
-            return c_literal(n.value, n.dtype)
+            return c_literal(n.value, n.dtype)             # zero (a padded load's value) is no variable
         name = f"v{self.count}"
         self.count += 1
         if isinstance(n, Load):

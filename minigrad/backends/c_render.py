@@ -105,7 +105,8 @@ def _merged_view(view: View, groups: List[List[int]]) -> View:
 
 
 def _rewrite(node, groups, memo, load=None):
-    """The expression tree with every Load's View (and every shape) over the merged dims.  `load`,
+    """The expression tree with every Load's View (and every shape) over the merged dims (groups
+    None: shapes as they are).  `load`,
     if given, says what a Load becomes instead (a multi-output kernel's member reads another's value)."""
     if id(node) in memo:
         return memo[id(node)]
@@ -114,7 +115,7 @@ def _rewrite(node, groups, memo, load=None):
     elif isinstance(node, Const):
         new = node
     else:
-        shape = tuple(math.prod(node.shape[d] for d in g) for g in groups)
+        shape = node.shape if groups is None else tuple(math.prod(node.shape[d] for d in g) for g in groups)
         new = Op(node.op, tuple(_rewrite(s, groups, memo, load) for s in node.srcs), node.arg, node.dtype, shape)
     memo[id(node)] = new
     return new
@@ -158,11 +159,69 @@ def render_elementwise(kernel, input_dtypes) -> Tuple[str, list]:
     sizes = [math.prod(shape[d] for d in g) for g in groups]
     idx = [f"i{k}" for k in range(len(sizes))]
     scalars = []
-    r = CExpressionRenderer(idx, scalars)
-    result = r.render(root)
-    body = _loops(idx, sizes, split=True) + ["{"]
-    body += ["  " + line for line in r.lines] + [f"  out[{_flat(idx, sizes)}] = {result};", "}"]
+    split = _split_dim(root, sizes)
+    if split is None:
+        r = CExpressionRenderer(idx, scalars)
+        result = r.render(root)
+        body = _loops(idx, sizes, split=True) + ["{"]
+        body += ["  " + line for line in r.lines] + [f"  out[{_flat(idx, sizes)}] = {result};", "}"]
+    else:
+        body = _segmented_body(root, sizes, idx, split, scalars)
     return _function(kernel, input_dtypes, scalars, body, sizes[0] if sizes else 1, math.prod(sizes))
+
+
+# A padded dim is cut into at most this many stretches (a cat of as many tensors), each its own loop.
+MAX_SEGMENTS = 128
+
+
+def _split_dim(root, sizes) -> Optional[int]:
+    """The one dim (of the merged loops) that loads pad, if there is exactly one: a cat, or a pad.
+    Its loop is then cut where a mask starts or ends, so inside each stretch every load is known to
+    be valid or not, and the loop is plain loads the compiler vectorizes, not a branch per load."""
+    dims = {d for n in walk(root) if isinstance(n, Load) and n.view.mask is not None
+            for d, (lo, hi) in enumerate(n.view.mask) if (lo, hi) != (0, sizes[d])}
+    if len(dims) != 1:
+        return None
+    d = dims.pop()
+    return d if len(_cuts(root, d, sizes[d])) - 1 <= MAX_SEGMENTS else None
+
+
+def _cuts(root, d: int, n: int) -> List[int]:
+    cuts = {0, n}
+    for load in (x for x in walk(root) if isinstance(x, Load) and x.view.mask is not None):
+        cuts.update(min(max(c, 0), n) for c in load.view.mask[d])
+    return sorted(cuts)
+
+
+def _within(root, d: int, a: int, b: int):
+    """The expression for indices a <= i_d < b of dim d: a load padded there reads 0 (a literal),
+    one valid there reads without a condition."""
+    def load(node):
+        lo, hi = node.view.mask[d] if node.view.mask is not None else (0, b)
+        if lo <= a and b <= hi:
+            v = node.view
+            mask = None if v.mask is None else tuple((0, n) if k == d else m for k, (m, n) in enumerate(zip(v.mask, v.shape)))
+            if mask is not None and all(m == (0, n) for m, n in zip(mask, v.shape)):
+                mask = None
+            return Load(node.index, View(v.shape, v.strides, v.offset, mask), node.dtype)
+        return Const(0, node.dtype)
+    return _rewrite(root, None, {}, load)
+
+
+def _segmented_body(root, sizes, idx, d: int, scalars) -> List[str]:
+    """Elementwise loops with dim d's loop cut at the mask edges (see _split_dim): one loop per
+    stretch, each with its own expression.  The same arithmetic per element as one loop with
+    conditions, so the same bits."""
+    body = _loops(idx[:d], sizes[:d], split=True) + ["{"]
+    cuts = _cuts(root, d, sizes[d])
+    for a, b in zip(cuts, cuts[1:]):
+        r = CExpressionRenderer(idx, scalars)
+        result = r.render(_within(root, d, a, b))
+        lo, hi = (f"(start > {a} ? start : {a})", f"(end < {b} ? end : {b})") if d == 0 else (a, b)
+        body += ["  {", f"  for (long {idx[d]} = {lo}; {idx[d]} < {hi}; {idx[d]}++)"]
+        body += ["  " + line for line in _loops(idx[d + 1:], sizes[d + 1:])] + ["  {"]
+        body += ["    " + line for line in r.lines] + [f"    out[{_flat(idx, sizes)}] = {result};", "  }", "  }"]
+    return body + ["}"]
 
 
 def render_reduce(kernel, input_dtypes) -> Tuple[str, list]:

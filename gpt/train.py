@@ -326,6 +326,8 @@ def _start(cfg: TrainConfig, resume: bool, overwrite: bool, world):
             n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias, position_embedding=cfg.position_embedding,
             tie_word_embeddings=cfg.tie_word_embeddings)
         model = GPT(config, device=cfg.device)
+    if world.size > 1 and not world.is_root:   # rank 0's weights first: the optimizer lays out the ones it holds
+        model.load_state_dict(world.bcast(None))
     optimizer = model.configure_optimizer(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2))
     # shard s = rank * grad_accum + k: this rank's k-th micro-batch of each step, with its own
     # batch generator, so one process accumulating K micro-batches draws what K ranks would
@@ -340,12 +342,11 @@ def _start(cfg: TrainConfig, resume: bool, overwrite: bool, world):
                                 np.random.default_rng([cfg.seed, s, state["iter"]]).bit_generator.state)
         Tensor._seed, Tensor._rng_counter = state["minigrad_rng"]["seed"], state["minigrad_rng"]["counter"]
     if world.size > 1:                # every rank starts from rank 0's weights and moments
-        weights, moments = world.bcast((model.state_dict(), optimizer.state_dict() if resume else None)
-                                       if world.is_root else None)
-        if not world.is_root:
-            model.load_state_dict(weights)
-            if moments is not None:
-                optimizer.load_state_dict(moments)
+        if world.is_root:
+            world.bcast(model.state_dict())
+        moments = world.bcast((optimizer.state_dict() if resume else None) if world.is_root else None)
+        if not world.is_root and moments is not None:
+            optimizer.load_state_dict(moments)
         Tensor._seed = rank_seed(Tensor._seed, world.rank)      # each rank its own dropout masks
     return ids, tokenizer, source, state, model, optimizer, shards, log_rows
 

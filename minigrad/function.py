@@ -406,8 +406,18 @@ class Matmul(Function):
         return a.matmul(b)
 
     def backward(self, grad):                      # dA = dC B^T,  dB = A^T dC
-        return (grad.matmul(_transpose_last(self.b)) if self.needs_input_grad[0] else None,
-                _transpose_last(self.a).matmul(grad) if self.needs_input_grad[1] else None)
+        return (_product_like(self.a, grad, _transpose_last(self.b)) if self.needs_input_grad[0] else None,
+                _product_like(self.b, _transpose_last(self.a), grad) if self.needs_input_grad[1] else None)
+
+
+def _product_like(operand: LazyBuffer, x: LazyBuffer, y: LazyBuffer) -> LazyBuffer:
+    """x @ y, the gradient of `operand`, laid out as operand's own buffer is.  For a transposed
+    view (Linear's W^T, W stored (out, in)) that is (y^T @ x^T)^T: the product comes out in W's
+    order, so W's gradient needs no transposing copy (an optimizer reads it as one flat run)."""
+    if len(operand.shape) >= 2 and _transpose_last(operand).view.is_run:
+        return _transpose_last(_transpose_last(y).matmul(_transpose_last(x)))
+    return x.matmul(y)
+
 
 
 class Gather(Function):

@@ -215,6 +215,7 @@ class jit:
         self.counters_per_call = Tensor._rng_counter - self.counter_start
         after = [_buffer(t) for t in state]
         self.state_pairs = [(a, a) if recording.update_in_place(b, a) else (b, a) for b, a in zip(before, after)]
+        self.state_views = [(t.lazydata.view, t.lazydata.base.shape) for t in state]  # a parameter is a view of its group's buffer
         self.output_reads = [(_buffer(o), o.lazydata.view, o.dtype, o.device) for o in outputs]
         self.result_is_tuple = isinstance(result, (tuple, list))
         self.buffers, self.released_after = recording.plan()
@@ -235,7 +236,7 @@ class jit:
         if len(state) != len(self.state_pairs):
             raise RuntimeError("the jit's state changed since capture (a parameter was added or removed)")
         swap = {}
-        for t, (read_buf, write_buf) in zip(state, self.state_pairs):
+        for t, (read_buf, write_buf), view in zip(state, self.state_pairs, self.state_views):
             current = _buffer(t)
             if read_buf is write_buf:                  # only read here, but another step may replace it
                 if current is not read_buf:
@@ -244,7 +245,7 @@ class jit:
             if current is write_buf:                   # last replay wrote here: swap roles
                 swap[id(read_buf)], swap[id(write_buf)] = write_buf, read_buf
             elif current is not read_buf:              # replaced from outside (e.g. a checkpoint load)
-                get_backend(t.device).write(read_buf, t.numpy())
+                get_backend(t.device).write(read_buf, t.numpy(), offset=view[0].offset)
         for captured, a in zip(self.arg_buffers, (a for a in args if isinstance(a, Tensor))):
             swap[id(captured)] = _buffer(a)
         counter_shift = Tensor._rng_counter - self.counter_start
@@ -261,10 +262,11 @@ class jit:
             self.counter_shift = counter_shift
             for call in self._bound_calls(buffers):
                 call()
-        for t, (_, write_buf) in zip(state, self.state_pairs):
+        bases = {}                                 # one base per buffer: views of one stay views of one
+        for t, (_, write_buf), view in zip(state, self.state_pairs, self.state_views):
             buffer = swap.get(id(write_buf), write_buf)
             if buffer is not _buffer(t):
-                t.lazydata = _wrap(buffer, t)
+                t.lazydata = _wrap(buffer, t, view, bases)
         outputs = []
         for buffer, view, dtype, device in self.output_reads:
             values = get_backend(device).copy_out(swap.get(id(buffer), buffer), view, dtype)
@@ -422,7 +424,15 @@ def _poison(buffer, spec) -> None:
         get_backend(device).write(buffer, np.full(size, np.nan, dtype))
 
 
-def _wrap(buffer, like: Tensor) -> LazyBuffer:
-    lb = LazyBuffer(like.device, like.shape, like.dtype, LoadOps.BUFFER)
-    lb.realized = buffer
-    return lb
+def _wrap(buffer, like: Tensor, view, bases: dict) -> LazyBuffer:
+    """A graph node for `buffer` read as `like` was captured: through `view` of a base of
+    `base_shape`, the base shared by every state tensor of that buffer (an optimizer finds its
+    parameters to be consecutive views of one buffer, and reads them with no copy)."""
+    view, base_shape = view
+    base = bases.get(id(buffer))
+    if base is None:
+        base = bases[id(buffer)] = LazyBuffer(like.device, base_shape, like.dtype, LoadOps.BUFFER)
+        base.realized = buffer
+    if view.shape == base_shape and view.is_contiguous:
+        return base
+    return LazyBuffer(like.device, view.shape, like.dtype, LoadOps.BUFFER, base=base, view=view)

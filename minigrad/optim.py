@@ -1,39 +1,108 @@
-"""Optimizers.  step() builds every parameter's update lazily, then realizes all of them in
-one schedule, so the whole update of a model is a handful of fused kernels."""
+"""Optimizers.  step() builds every parameter group's update lazily, then realizes all of them in
+one schedule; each group is one flat buffer (see Optimizer), so the whole update of a model is a
+handful of fused kernels."""
 import math
-from typing import Iterable, List
+from typing import Iterable, List, Optional
 
 import numpy as np
 
+from .ops import MovementOps
 from .tensor import Tensor, no_grad, realize
+
+
+def flat(tensors: List[Tensor]) -> Tensor:
+    """Every element of `tensors`, one tensor after another, as one 1-D tensor.  When they already
+    are consecutive stretches of one buffer (the parameters of an optimizer's group, gradients that
+    clip_grad_norm_ scaled, a gradient bucket), that is a view of the buffer and costs nothing;
+    else one cat kernel."""
+    base, start, end = _consecutive(tensors)
+    if base is None:
+        return Tensor.cat(*[t.reshape(-1) for t in tensors])
+    whole = Tensor(base).reshape(-1)
+    return whole if (start, end) == (0, whole.numel()) else whole.shrink(((start, end),))
+
+
+def _consecutive(tensors):
+    """(base, start, end) when every tensor reads its base in order from an offset, each starting
+    where the one before ended; else (None, 0, 0)."""
+    if not tensors:
+        return None, 0, 0
+    base = tensors[0].lazydata.base
+    start = end = tensors[0].lazydata.view.offset
+    for t in tensors:
+        lb = t.lazydata
+        if lb.base is not base or not lb.view.is_run or lb.view.offset != end:
+            return None, 0, 0
+        end += lb.size
+    return base, start, end
 
 
 class Optimizer:
     """Holds parameters and their state.  Numbers that change during training (the learning
     rate, the step count) live on the device as one-element tensors, not as Python floats
-    baked into kernels, so a captured step (jit.py) replays correctly with new values."""
+    baked into kernels, so a captured step (jit.py) replays correctly with new values.
+
+    Each group of parameters (same options, dtype and device) lives in one flat buffer: every
+    parameter becomes a view of its stretch of it, and the group's state (Adam's moments) is flat
+    too.  So a step updates a whole group in one elementwise kernel per state, whatever the number
+    of parameters, and a jit replays it as one launch:
+
+        W = [W_e | W_p | W_qkv,1 | ...]      one buffer;  p = W[a:b].reshape(p.shape)
+        W' = W - lr * m_hat / (sqrt(v_hat) + eps)    one kernel over all of W
+
+    A parameter replaced from outside (load_state_dict) is gathered back into its group with one
+    cat kernel at the next step; nothing else changes."""
 
     def __init__(self, params: Iterable, lr: float):
         """params: Tensors, or PyTorch-style groups [{"params": [...], "weight_decay": 0.0}, ...]
         whose options override the optimizer's for the tensors in that group."""
         self.params: List[Tensor] = []
-        self.overrides: List[dict] = []           # per parameter: the options its group overrides
+        self.groups: List[tuple] = []             # (indices into params, options the group overrides)
+        seen = set()
         for item in params:
             group = item if isinstance(item, dict) else {"params": [item]}
             unknown = set(group) - {"params", "weight_decay"}
             if unknown:
                 raise ValueError(f"parameter groups may set only 'weight_decay', got {sorted(unknown)}")
             options = {k: v for k, v in group.items() if k != "params"}
+            layouts = {}                            # (dtype, device) -> indices: one flat buffer each
             for p in group["params"]:
-                if p.requires_grad:
-                    self.params.append(p)
-                    self.overrides.append(options)
+                if not p.requires_grad:
+                    continue
+                if id(p) in seen:
+                    raise ValueError("a parameter appears twice in the optimizer's parameters; give each once")
+                seen.add(id(p))
+                layouts.setdefault((p.dtype, p.device), []).append(len(self.params))
+                self.params.append(p)
+            for key, indices in layouts.items():
+                if isinstance(item, dict) or not self.groups or self.groups[-1][1] or \
+                        (self.params[self.groups[-1][0][0]].dtype, self.params[self.groups[-1][0][0]].device) != key:
+                    self.groups.append((indices, options))
+                else:                               # plain tensors of one kind: one group
+                    self.groups[-1][0].extend(indices)
         if not self.params:
             raise ValueError("optimizer got no parameters that require grad")
+        for indices, _ in self.groups:
+            self._lay_out(indices)
         device, dtype = self.params[0].device, self.params[0].dtype
         self._lr_tensor = Tensor.zeros(1, dtype=dtype, device=device).contiguous().realize()
         self.lr = lr
         self.step_tensor = Tensor.zeros(1, dtype=dtype, device=device).contiguous().realize()
+
+    def _lay_out(self, indices: List[int]) -> None:
+        """Give the group one flat buffer and make each parameter a view of its stretch."""
+        group = [self.params[i] for i in indices]
+        with no_grad():
+            weights = flat([p.detach() for p in group]).contiguous().realize()
+        self._as_views(group, weights)
+
+    @staticmethod
+    def _as_views(group: List[Tensor], weights: Tensor) -> None:
+        offset = 0
+        for p in group:
+            p.lazydata = weights.lazydata.movement(MovementOps.SHRINK, ((offset, offset + p.numel()),)) \
+                .movement(MovementOps.RESHAPE, p.shape)
+            offset += p.numel()
 
     @property
     def lr(self) -> float:
@@ -61,18 +130,47 @@ class Optimizer:
         with no_grad():
             self._assign(self.step_tensor, self.step_tensor + 1)
             updated = [self.step_tensor]
-            for i, p in enumerate(self.params):
-                if p.grad is None:
+            for g, (indices, options) in enumerate(self.groups):
+                group = [self.params[i] for i in indices]
+                if all(p.grad is None for p in group):
                     continue
-                updated += self._update(i, p, p.grad.detach())
+                weights = flat([p.detach() for p in group])
+                state = self._group_state(g, weights)
+                if all(p.grad is not None for p in group):
+                    new_weights, new_state = self._update(options, weights, flat([p.grad.detach() for p in group]), state)
+                else:                                # update only the stretches that have a gradient
+                    new_weights, new_state = self._update_parts(options, group, weights, state)
+                new_weights = new_weights.cast(weights.dtype).contiguous()
+                self._as_views(group, new_weights)
+                self._set_group_state(g, new_state)
+                updated += [new_weights] + new_state
             realize(*updated)
 
-    def _update(self, i: int, p: Tensor, g: Tensor) -> List[Tensor]:
-        """Set p.lazydata (and any state) to the new lazy values; return them for realizing."""
+    def _update_parts(self, options, group, weights, state):
+        pieces, state_pieces, offset = [], [[] for _ in state], 0
+        for p in group:
+            part = ((offset, offset + p.numel()),)
+            w, s = weights.shrink(part), [t.shrink(part) for t in state]
+            if p.grad is not None:
+                w, s = self._update(options, w, p.grad.detach().reshape(-1), s)
+            pieces.append(w)
+            for k, t in enumerate(s):
+                state_pieces[k].append(t)
+            offset += p.numel()
+        return Tensor.cat(*pieces), [Tensor.cat(*ts) for ts in state_pieces]
+
+    def _update(self, options: dict, w: Tensor, g: Tensor, state: List[Tensor]):
+        """(new weights, new state) of one group, all flat (or one parameter's stretch of them)."""
         raise NotImplementedError
 
-    def _option(self, i: int, name: str):
-        return self.overrides[i].get(name, getattr(self, name))
+    def _group_state(self, g: int, weights: Tensor) -> List[Tensor]:
+        return []
+
+    def _set_group_state(self, g: int, state: List[Tensor]) -> None:
+        pass
+
+    def _option(self, options: dict, name: str):
+        return options.get(name, getattr(self, name))
 
     def _lr_like(self, like: Tensor) -> Tensor:
         return self._lr_tensor.reshape(()).cast(like.dtype)
@@ -104,6 +202,41 @@ class Optimizer:
     def _load_state_arrays(self, arrays: dict) -> None:
         pass
 
+    def _per_parameter(self, name: str, flats: List[Tensor]) -> dict:
+        """A flat state per group, as one array per parameter (the checkpoint's format): {name.i: array}."""
+        arrays = {}
+        for (indices, _), state in zip(self.groups, flats):
+            if state is None:
+                continue
+            values, offset = state.numpy(), 0
+            for i in indices:
+                p = self.params[i]
+                arrays[f"{name}.{i}"] = values[offset:offset + p.numel()].reshape(p.shape)
+                offset += p.numel()
+        return arrays
+
+    def _grouped(self, name: str, arrays: dict, required: bool = True) -> List[Tensor]:
+        """The reverse of _per_parameter: {name.i: array} -> a flat state Tensor per group (None
+        for a group missing from `arrays` when not required)."""
+        flats = []
+        for indices, _ in self.groups:
+            present = [f"{name}.{i}" in arrays for i in indices]
+            if not any(present) and not required:
+                flats.append(None)
+                continue
+            parts = []
+            for i in indices:
+                p = self.params[i]
+                if f"{name}.{i}" not in arrays:
+                    raise ValueError(f"optimizer state has no {name}.{i} (parameter of shape {p.shape})")
+                value = np.asarray(arrays[f"{name}.{i}"])
+                if tuple(value.shape) != p.shape:
+                    raise ValueError(f"optimizer state {name}.{i} has shape {value.shape}, parameter has {p.shape}")
+                parts.append(value.reshape(-1).astype(p.dtype))
+            first = self.params[indices[0]]
+            flats.append(Tensor(np.concatenate(parts), dtype=first.dtype, device=first.device))
+        return flats
+
 
 class SGD(Optimizer):
     """p -= lr * (g + weight_decay * p), with optional (Nesterov) momentum as in PyTorch."""
@@ -111,30 +244,37 @@ class SGD(Optimizer):
     def __init__(self, params, lr=0.01, momentum=0.0, weight_decay=0.0, nesterov=False):
         super().__init__(params, lr)
         self.momentum, self.weight_decay, self.nesterov = momentum, weight_decay, nesterov
-        self.buffers = [None] * len(self.params)
+        self.buffers: List[Optional[Tensor]] = [None] * len(self.groups)    # flat momentum, per group
 
-    def _update(self, i, p, g):
-        weight_decay = self._option(i, "weight_decay")
+    def _group_state(self, g, weights):
+        if not self.momentum:
+            return []
+        if self.buffers[g] is None:          # 0 * momentum + g is g: the same as PyTorch's first step
+            self.buffers[g] = Tensor.zeros(weights.numel(), dtype=weights.dtype, device=weights.device)
+        return [self.buffers[g]]
+
+    def _set_group_state(self, g, state):
+        if state:
+            self.buffers[g] = self._assign(self.buffers[g], state[0])
+
+    def _update(self, options, w, g, state):
+        weight_decay = self._option(options, "weight_decay")
         if weight_decay:
-            g = g + weight_decay * p.detach()
-        out = []
+            g = g + weight_decay * w
         if self.momentum:
-            buf = g if self.buffers[i] is None else self.buffers[i] * self.momentum + g
-            self.buffers[i] = buf
-            out.append(buf)
+            buf = state[0] * self.momentum + g
             g = g + self.momentum * buf if self.nesterov else buf
-        return out + [self._assign(p, p.detach() - self._lr_like(p) * g)]
+            state = [buf]
+        return w - self._lr_like(w) * g, state
 
     def _state(self):
         return [b for b in self.buffers if b is not None]
 
     def _state_arrays(self):
-        return {f"momentum.{i}": b.numpy() for i, b in enumerate(self.buffers) if b is not None}
+        return self._per_parameter("momentum", self.buffers)
 
     def _load_state_arrays(self, arrays):
-        for i in range(len(self.params)):
-            if f"momentum.{i}" in arrays:
-                self.buffers[i] = Tensor(arrays[f"momentum.{i}"], device=self.params[i].device)
+        self.buffers = self._grouped("momentum", arrays, required=False)
 
 
 class Adam(Optimizer):
@@ -145,28 +285,38 @@ class Adam(Optimizer):
         super().__init__(params, lr)
         self.b1, self.b2 = betas
         self.eps, self.weight_decay = eps, weight_decay
-        self.m = [Tensor.zeros(*p.shape, dtype=p.dtype, device=p.device) for p in self.params]
-        self.v = [Tensor.zeros(*p.shape, dtype=p.dtype, device=p.device) for p in self.params]
+        self.m, self.v = [], []                   # flat moments, one of each per group
+        for indices, _ in self.groups:
+            first, n = self.params[indices[0]], sum(self.params[i].numel() for i in indices)
+            self.m.append(Tensor.zeros(n, dtype=first.dtype, device=first.device))
+            self.v.append(Tensor.zeros(n, dtype=first.dtype, device=first.device))
         self._corrections_of, self._corrections = None, {}     # see _bias_corrections
 
-    def _update(self, i, p, g):
-        w = p.detach()
-        lr = self._lr_like(p)
-        weight_decay = self._option(i, "weight_decay")
+    def _group_state(self, g, weights):
+        return [self.m[g], self.v[g]]
+
+    def _set_group_state(self, g, state):
+        self._assign(self.m[g], state[0])
+        self._assign(self.v[g], state[1])
+
+    def _update(self, options, w, g, state):
+        m, v = state
+        lr = self._lr_like(w)
+        weight_decay = self._option(options, "weight_decay")
         if weight_decay and not self.decoupled:
             g = g + weight_decay * w
         if weight_decay and self.decoupled:               # AdamW: shrink the weight, not the gradient
             w = w * (1 - lr * weight_decay)
-        m = self._assign(self.m[i], self.m[i] * self.b1 + g * (1 - self.b1))
-        v = self._assign(self.v[i], self.v[i] * self.b2 + g.square() * (1 - self.b2))
-        bc1, bc2 = self._bias_corrections(p.dtype)
+        m = m * self.b1 + g * (1 - self.b1)
+        v = v * self.b2 + g.square() * (1 - self.b2)
+        bc1, bc2 = self._bias_corrections(w.dtype)
         m_hat = m / bc1                                   # m and v start at 0: undo that bias
         v_hat = v / bc2
-        return [m, v, self._assign(p, w - lr * m_hat / (v_hat.sqrt() + self.eps))]
+        return w - lr * m_hat / (v_hat.sqrt() + self.eps), [m.cast(w.dtype).contiguous(), v.cast(w.dtype).contiguous()]
 
     def _bias_corrections(self, dtype):
         """1 - beta1^t and 1 - beta2^t, as b^t = exp(t log b) from the step count on the device: one
-        pair per step (and dtype) that every parameter's update reads, so the scheduler gives each
+        pair per step (and dtype) that every group's update reads, so the scheduler gives each
         a one-element buffer instead of every update kernel computing two exps per element."""
         step = self.step_tensor.lazydata              # this step's count: a new node every step
         if self._corrections_of is not step:
@@ -180,17 +330,10 @@ class Adam(Optimizer):
         return self.m + self.v
 
     def _state_arrays(self):
-        arrays = {f"m.{i}": m.numpy() for i, m in enumerate(self.m)}
-        arrays.update({f"v.{i}": v.numpy() for i, v in enumerate(self.v)})
-        return arrays
+        return {**self._per_parameter("m", self.m), **self._per_parameter("v", self.v)}
 
     def _load_state_arrays(self, arrays):
-        for i, p in enumerate(self.params):
-            for name, store in (("m", self.m), ("v", self.v)):
-                value = arrays[f"{name}.{i}"]
-                if tuple(value.shape) != p.shape:
-                    raise ValueError(f"optimizer state {name}.{i} has shape {value.shape}, parameter has {p.shape}")
-                store[i] = Tensor(value, dtype=p.dtype, device=p.device)
+        self.m, self.v = self._grouped("m", arrays), self._grouped("v", arrays)
 
 
 class AdamW(Adam):
@@ -204,18 +347,32 @@ class AdamW(Adam):
 
 def clip_grad_norm_(params: Iterable[Tensor], max_norm: float) -> Tensor:
     """Scale all gradients so that their joint L2 norm is at most max_norm; return the norm
-    before clipping.  Stays lazy: nothing is computed until the optimizer step realizes."""
+    before clipping.  Stays lazy: nothing is computed until the optimizer step realizes.
+
+    The gradients are gathered into one flat tensor per dtype and device (one cat kernel), the
+    norm is one reduce over it, and each gradient becomes a view of the scaled flat tensor, so
+    an optimizer that lays its groups out in the same order reads them with no copy (pass it
+    optimizer.params)."""
     grads = [p for p in params if p.grad is not None]
     if not grads:
         return Tensor(0.0)
-    total = None
+    kinds = {}
     for p in grads:
-        sq = p.grad.detach().square().sum()
-        total = sq if total is None else total + sq
-    norm = total.sqrt()
-    scale = (max_norm / (norm + 1e-6)).minimum(1.0)
-    for p in grads:
-        p.grad = p.grad.detach() * scale
+        kinds.setdefault((p.grad.dtype, p.grad.device), []).append(p)
+    with no_grad():
+        flats = {key: flat([p.grad.detach() for p in ps]) for key, ps in kinds.items()}
+        total = None
+        for g in flats.values():
+            sq = g.square().sum()
+            total = sq if total is None else total + sq
+        norm = total.sqrt()
+        scale = (max_norm / (norm + 1e-6)).minimum(1.0)
+        for key, ps in kinds.items():
+            scaled = flats[key] * scale.cast(key[0])
+            offset = 0
+            for p in ps:
+                p.grad = scaled.shrink(((offset, offset + p.numel()),)).reshape(p.shape)
+                offset += p.numel()
     return norm
 
 

@@ -56,6 +56,12 @@ class View:
         return prod(self.shape)
 
     @property
+    def is_run(self) -> bool:
+        """True when this view reads one stretch of the buffer in order, from its offset on."""
+        return self.mask is None and all(
+            st == cs for st, cs, n in zip(self.strides, contiguous_strides(self.shape), self.shape) if n != 1)
+
+    @property
     def is_contiguous(self) -> bool:
         """True when reading through this view is the same as reading the buffer in order."""
         return self.offset == 0 and self.mask is None and all(

@@ -20,7 +20,7 @@ class Backend:
     def copy_in(self, array):                        # a new buffer holding a numpy array's values
         raise NotImplementedError
 
-    def write(self, buffer, array):                  # overwrite a buffer with a numpy array's values
+    def write(self, buffer, array, offset=0):        # overwrite a buffer (from element `offset` on) with an array's values
         raise NotImplementedError
 
     def copy_out(self, buffer, view, dtype):         # a numpy array of view.shape read through the view

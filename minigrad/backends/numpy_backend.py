@@ -240,8 +240,9 @@ class NumpyBackend(Backend):
     def copy_in(self, array):
         return np.array(array, copy=True, order="C").reshape(-1)
 
-    def write(self, buffer, array):
-        buffer[...] = np.asarray(array).reshape(-1)
+    def write(self, buffer, array, offset=0):
+        array = np.asarray(array).reshape(-1)
+        buffer[offset:offset + array.size] = array
 
     def copy_out(self, buffer, view, dtype):
         return np.array(read(buffer, view), dtype=dtype, copy=True)

@@ -128,10 +128,10 @@ class OpenCLBackend(Backend):
         self.write(buffer, array)
         return buffer
 
-    def write(self, buffer, array):
+    def write(self, buffer, array, offset=0):
         array = np.ascontiguousarray(array).reshape(-1)
         if array.size:
-            self.cl.enqueue_copy(self.queue, buffer.buf, array, is_blocking=True)
+            self.cl.enqueue_copy(self.queue, buffer.buf, array, is_blocking=True, dst_offset=offset * array.itemsize)
 
     def _host(self, buffer, dtype) -> np.ndarray:
         host = np.empty(buffer.nbytes // np.dtype(dtype).itemsize, dtype)

@@ -256,6 +256,10 @@ print(schedule.title + ":", "; ".join(title for title, _ in schedule.clusters.va
     ("md", """
 ![the kernels of the masked softmax](tour/softmax_kernels.png)
 
+Three kernels: the row max; the row sum of exp(x - max) with the mask fused in; the division.
+exp(x - max) is computed by both of the last two rather than stored in between: a short chain of
+elementwise ops over one buffer costs less to compute twice than to write out and read back.
+
 `DEBUG=2` prints the same kernels as they run, and `t.explain()` lists them as text; see
 [debug.md](debug.md).
 """),

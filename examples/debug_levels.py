@@ -47,8 +47,8 @@ RUNS = [
     ("DEBUG=1", "One line per realize: how many kernels ran and how long they took.", {"DEBUG": "1"}, SOFTMAX),
     ("DEBUG=2", "One line per kernel as it runs: its time, its kind (elementwise, reduce, matmul, "
      "gather, ...), the ops fused into it joined by `+`, its output shape and dtype, and the shapes "
-     "it reads. Here a softmax is 4 kernels: the row max; exp(x - max) in one fused pass; its row sum; "
-     "the division.", {"DEBUG": "2"}, SOFTMAX),
+     "it reads. Here a softmax is 3 kernels: the row max; the row sum of exp(x - max), computed inside "
+     "the sum; the division, which computes exp(x - max) again rather than store it in between.", {"DEBUG": "2"}, SOFTMAX),
     ("DEBUG=3 (CPU)", "As DEBUG=2, plus the C of each compiled CPU kernel when the process first meets "
      "it: a function running the kernel's loops over a chunk [start, end) of its outer loop, and the "
      "entry point that runs every chunk (on the thread pool, when the kernel is big enough to share). "

@@ -155,11 +155,10 @@ class CausalSelfAttention(Module):
         position written so far, so generation never re-runs the prefix."""
         B, T, D = x.shape
         H = self.n_head
-        qkv = self.c_attn(x)                                                 # (B, T, 3D)
-        q, k, v = qkv[:, :, :D], qkv[:, :, D:2 * D], qkv[:, :, 2 * D:]       # 3 x (B, T, D)
-        q = q.reshape(B, T, H, D // H).transpose(1, 2)                       # (B, H, T, D/H)
-        k = k.reshape(B, T, H, D // H).transpose(1, 2)                       # (B, H, T, D/H)
-        v = v.reshape(B, T, H, D // H).transpose(1, 2)                       # (B, H, T, D/H)
+        qkv = self.c_attn(x).reshape(B, T, 3, H, D // H)                     # (B, T, 3, H, D/H): Q, K, V in heads
+        # Each a view, (B, H, T, D/H); split after the reshape, so their gradients meet again as
+        # one (B, T, 3, H, D/H) tensor that is read back as (B, T, 3D) without a copy.
+        q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))
         if cache is not None:
             k = cache.slot.where(k, cache.k)                                 # (B, H, S, D/H), S = block_size
             v = cache.slot.where(v, cache.v)                                 # (B, H, S, D/H)

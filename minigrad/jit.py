@@ -32,6 +32,7 @@ host data differ between them; one whose Python values change only later cannot 
 Values returned are copies, safe to keep.
 """
 import functools
+import math
 import weakref
 from collections import defaultdict
 from typing import Dict, List
@@ -235,17 +236,20 @@ class jit:
         state = self._state_tensors()
         if len(state) != len(self.state_pairs):
             raise RuntimeError("the jit's state changed since capture (a parameter was added or removed)")
-        swap = {}
-        for t, (read_buf, write_buf), view in zip(state, self.state_pairs, self.state_views):
+        swap, stale = {}, []
+        for t, (read_buf, write_buf), captured in zip(state, self.state_pairs, self.state_views):
             current = _buffer(t)
-            if read_buf is write_buf:                  # only read here, but another step may replace it
-                if current is not read_buf:
-                    swap[id(read_buf)] = current
+            if current is read_buf:
                 continue
             if current is write_buf:                   # last replay wrote here: swap roles
                 swap[id(read_buf)], swap[id(write_buf)] = write_buf, read_buf
-            elif current is not read_buf:              # replaced from outside (e.g. a checkpoint load)
-                get_backend(t.device).write(read_buf, t.numpy(), offset=view[0].offset)
+            elif read_buf is write_buf and current is not None and _whole(t.lazydata.view, t.lazydata.base.shape) \
+                    and _whole(*captured) and t.lazydata.base.shape == captured[1]:
+                swap[id(read_buf)] = current           # it lives in another buffer now: read (and update) it there
+            else:                                      # replaced from outside (e.g. a checkpoint load)
+                stale.append((t, read_buf, captured[0]))
+        for t, read_buf, view in stale:                # into its stretch of the buffer this replay reads
+            get_backend(t.device).write(swap.get(id(read_buf), read_buf), t.numpy(), offset=view.offset)
         for captured, a in zip(self.arg_buffers, (a for a in args if isinstance(a, Tensor))):
             swap[id(captured)] = _buffer(a)
         counter_shift = Tensor._rng_counter - self.counter_start
@@ -422,6 +426,11 @@ def _poison(buffer, spec) -> None:
     size, dtype, device = spec
     if np.dtype(dtype).kind == "f":
         get_backend(device).write(buffer, np.full(size, np.nan, dtype))
+
+
+def _whole(view, base_shape) -> bool:
+    """Does `view` read all of a base of `base_shape`, in order?"""
+    return view.is_contiguous and view.size == math.prod(base_shape)
 
 
 def _wrap(buffer, like: Tensor, view, bases: dict) -> LazyBuffer:

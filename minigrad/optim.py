@@ -58,15 +58,21 @@ class Optimizer:
         whose options override the optimizer's for the tensors in that group."""
         self.params: List[Tensor] = []
         self.groups: List[tuple] = []             # (indices into params, options the group overrides)
-        seen = set()
+        option_groups = []                        # consecutive plain tensors share one, with no options
         for item in params:
-            group = item if isinstance(item, dict) else {"params": [item]}
-            unknown = set(group) - {"params", "weight_decay"}
-            if unknown:
-                raise ValueError(f"parameter groups may set only 'weight_decay', got {sorted(unknown)}")
-            options = {k: v for k, v in group.items() if k != "params"}
+            if isinstance(item, dict):
+                unknown = set(item) - {"params", "weight_decay"}
+                if unknown:
+                    raise ValueError(f"parameter groups may set only 'weight_decay', got {sorted(unknown)}")
+                option_groups.append(({k: v for k, v in item.items() if k != "params"}, list(item["params"])))
+            elif option_groups and option_groups[-1][2:]:
+                option_groups[-1][1].append(item)
+            else:
+                option_groups.append(({}, [item], "plain"))
+        seen = set()
+        for options, tensors, *_ in option_groups:
             layouts = {}                            # (dtype, device) -> indices: one flat buffer each
-            for p in group["params"]:
+            for p in tensors:
                 if not p.requires_grad:
                     continue
                 if id(p) in seen:
@@ -74,12 +80,7 @@ class Optimizer:
                 seen.add(id(p))
                 layouts.setdefault((p.dtype, p.device), []).append(len(self.params))
                 self.params.append(p)
-            for key, indices in layouts.items():
-                if isinstance(item, dict) or not self.groups or self.groups[-1][1] or \
-                        (self.params[self.groups[-1][0][0]].dtype, self.params[self.groups[-1][0][0]].device) != key:
-                    self.groups.append((indices, options))
-                else:                               # plain tensors of one kind: one group
-                    self.groups[-1][0].extend(indices)
+            self.groups += [(indices, options) for indices in layouts.values()]
         if not self.params:
             raise ValueError("optimizer got no parameters that require grad")
         for indices, _ in self.groups:
@@ -278,7 +279,11 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam; weight_decay here is L2 (added to the gradient), as in torch.optim.Adam."""
+    """Adam; weight_decay here is L2 (added to the gradient), as in torch.optim.Adam.
+
+    A parameter whose grad is None in a step is skipped (its weights, m and v stay), as in
+    PyTorch.  The bias corrections use the optimizer's one step count, where PyTorch counts steps
+    per parameter: they differ only for a parameter that skipped steps and then is updated again."""
     decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):

@@ -6,8 +6,9 @@ Fusion comes from a few rules about which nodes get a buffer of their own
   1. what the caller asked for, loads of random numbers and copies are materialized;
   2. reduces and special ops (matmul, gather, scatter-add) are materialized, and so are
      their sources, except that a reduce inlines the elementwise ops feeding it;
-  3. an elementwise node used by two or more consumers is materialized, unless it is one op
-     over buffers that reads at most one of its own size: then each consumer recomputes it;
+  3. an elementwise node used by two or more consumers is materialized, unless it reads at most
+     one buffer of its own size and is one op, or a short chain that no consumer broadcasts:
+     then each consumer recomputes it;
   4. an elementwise node read through a View that is not a plain reshape of it
      (a permute, an expand, padding) is materialized, unless the View can be pushed down
      to its sources: no padding, and every source read in order from a base of its shape
@@ -60,20 +61,41 @@ def _is_plain_reshape(src: LazyBuffer) -> bool:
     return src.view.is_contiguous and src.view.size == src.base.size
 
 
-def _cheap_to_recompute(node: LazyBuffer, materialize: set) -> bool:
-    """Rule 3's exception: one op over buffers and constants, reading at most one buffer as large
-    as itself (the rest broadcasts of smaller ones, like a gradient times a clipping factor).
-    Recomputing it in each consumer reads that buffer once per consumer, which costs no more
-    than writing it out and reading it back, and saves a kernel and the buffer."""
-    large = 0
+# A chain of at most this many elementwise ops may be recomputed by each of its readers (rule 3).
+MAX_RECOMPUTED_OPS = 4
+
+
+def _cheap_to_recompute(node: LazyBuffer, materialize: set, read_sizes) -> bool:
+    """Rule 3's exception: a node is recomputed by each consumer rather than written out when it
+    reads at most one buffer as large as itself (the rest broadcasts of smaller ones, like a
+    gradient times a clipping factor), and it is either one op, or a short chain of ops (its
+    inlined sources included) that every consumer reads element for element, never broadcast.
+    Recomputing reads that buffer once per consumer, which costs no more than writing the node
+    out and reading it back, and saves a kernel and the buffer: LayerNorm's x - mean feeds the
+    variance and the normalized x, softmax's exp(x - max) its sum and its quotient."""
+    ops, large = _inlined_cost(node, materialize, node.size)
+    if ops is None or len(large) > 1:
+        return False
+    return ops == 1 or (ops <= MAX_RECOMPUTED_OPS and all(size == node.size for size in read_sizes))
+
+
+def _inlined_cost(node: LazyBuffer, materialize: set, size: int):
+    """(ops, ids of the buffers of at least `size` elements read) of node's expression down to
+    buffers; ops None when the expression reaches something that is not elementwise."""
+    ops, large = 1, set()
     for s in node.srcs:
         b = s.base
-        if b.realized is None and id(b) not in materialize:
-            if b.op is not LoadOps.CONST:
-                return False                      # an inlined source: recomputing would repeat a chain
-            continue
-        large += b.size >= node.size
-    return large <= 1
+        if b.realized is not None or id(b) in materialize:
+            if b.size >= size:
+                large.add(id(b))
+        elif b.op is not LoadOps.CONST:
+            if not is_elementwise(b.op):
+                return None, large
+            sub_ops, sub_large = _inlined_cost(b, materialize, size)
+            if sub_ops is None:
+                return None, large
+            ops, large = ops + sub_ops, large | sub_large
+    return ops, large
 
 
 def _reads_in_order(s: LazyBuffer, shape) -> bool:
@@ -113,10 +135,10 @@ class _MustMaterialize(Exception):
 def _decide_materialized(order: List[LazyBuffer], targets) -> set:
     """Apply rules 1-5: the ids of the bases that get their own buffer."""
     materialize = {id(t.base) for t in targets}
-    consumers: Dict[int, int] = {}
+    read_sizes: Dict[int, list] = {}               # base -> the size each consumer reads it at
     for node in order:
         for src in node.srcs:
-            consumers[id(src.base)] = consumers.get(id(src.base), 0) + 1
+            read_sizes.setdefault(id(src.base), []).append(src.size)
     anomaly = debug.anomaly_enabled()
     depth: Dict[int, int] = {}
     for node in order:
@@ -137,7 +159,8 @@ def _decide_materialized(order: List[LazyBuffer], targets) -> set:
                     materialize.add(id(b))             # a padded constant is not a constant
             elif not _is_plain_reshape(src) and not (src.view.mask is None and _view_passes_through(b, materialize)):
                 materialize.add(id(b))
-        if is_elementwise(op) and consumers.get(id(node), 0) > 1 and not _cheap_to_recompute(node, materialize):
+        reads = read_sizes.get(id(node), ())
+        if is_elementwise(op) and len(reads) > 1 and not _cheap_to_recompute(node, materialize, reads):
             materialize.add(id(node))
         inlined = [depth.get(id(s.base), 0) for s in node.srcs
                    if s.base.realized is None and id(s.base) not in materialize]

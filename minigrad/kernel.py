@@ -3,7 +3,9 @@
 Its `ast` is a small expression tree over three node types:
   Load(i, view)   read kernel input i through a View
   Const(value)    a number broadcast everywhere
-  Op(op, srcs)    an elementwise op, or at the root a reduce or special op
+  Op(op, srcs)    an elementwise op, or at the root a reduce or special op; a reduce may also sit
+                  under elementwise ops of its output's shape (an epilogue: LayerNorm's
+                  1/sqrt(var + eps) applied to the variance's sum before it is stored)
 Backends walk this tree: the NumPy backend calls one numpy function per Op, the
 OpenCL backend prints it as one line of C per Op.
 """
@@ -41,8 +43,9 @@ class Op:
     shape: Tuple[int, ...]
 
 
-def walk(node):
-    """Every node of an expression tree, sources before the node that uses them."""
+def walk(node, stop=()):
+    """Every node of an expression tree, sources before the node that uses them; the sources of
+    nodes whose id is in `stop` are left out."""
     order, stack, seen = [], [(node, False)], set()
     while stack:
         n, expanded = stack.pop()
@@ -51,9 +54,32 @@ def walk(node):
         elif id(n) not in seen:
             seen.add(id(n))
             stack.append((n, True))
-            for s in reversed(getattr(n, "srcs", ())):
-                stack.append((s, False))
+            if id(n) not in stop:
+                for s in reversed(getattr(n, "srcs", ())):
+                    stack.append((s, False))
     return order
+
+
+def rewrite(node, memo: dict, load, shape=None):
+    """The expression tree with every Load replaced by load(Load) and, if `shape` is given, every
+    Op's shape by shape(Op's shape).  `memo` maps ids of nodes to what they become (preset entries
+    are kept as they are: a reduce under an epilogue)."""
+    if id(node) in memo:
+        return memo[id(node)]
+    if isinstance(node, Load):
+        new = load(node)
+    elif isinstance(node, Const):
+        new = node
+    else:
+        new = Op(node.op, tuple(rewrite(s, memo, load, shape) for s in node.srcs), node.arg, node.dtype,
+                 node.shape if shape is None else shape(node.shape))
+    memo[id(node)] = new
+    return new
+
+
+def find_reduce(node) -> "Op":
+    """The reduce in an expression tree (there is at most one), or None."""
+    return next((n for n in walk(node) if isinstance(n, Op) and isinstance(n.op, ReduceOps)), None)
 
 
 class KernelKind(str, Enum):
@@ -94,10 +120,10 @@ class Kernel:
     @functools.cached_property
     def kind(self) -> "KernelKind":
         root = self.ast.op if isinstance(self.ast, Op) else None
-        if isinstance(root, ReduceOps):
-            return KernelKind.REDUCE
         if isinstance(root, (SpecialOps, LoadOps)):
             return KernelKind(root.name.lower())
+        if isinstance(root, ReduceOps) or (root is not None and find_reduce(self.ast) is not None):
+            return KernelKind.REDUCE
         return KernelKind.ELEMENTWISE
 
     def detached(self) -> "Kernel":

@@ -19,6 +19,9 @@ Fusion comes from a few rules about which nodes get a buffer of their own
      data: through padding (outside the mask it reads 0, not the constant) or as the input of a
      reduce.  Then it is filled into a one-element buffer (a small kernel with no inputs) that
      the view reads with stride 0: `Tensor.ones(3, 4).sum()` is two kernels, the fill and the sum.
+  7. a reduce read only by one materialized elementwise node of its own shape (in order, maybe
+     through inlined ones) runs in that node's kernel, the node's ops applied to each reduced
+     value before it is stored.
 
 In anomaly mode (debug.detect_anomaly) nothing fuses, so each op can be checked alone.
 """
@@ -168,7 +171,43 @@ def _decide_materialized(order: List[LazyBuffer], targets) -> set:
         if depth[id(node)] > MAX_FUSED_DEPTH:
             materialize.add(id(node))
             depth[id(node)] = 0
+    if not anomaly:
+        _fuse_epilogues(order, materialize, {id(t.base) for t in targets}, depth)
     return materialize
+
+
+def _squeezed(shape) -> tuple:
+    return tuple(n for n in shape if n != 1)
+
+
+def _fuse_epilogues(order: List[LazyBuffer], materialize: set, targets: set, depth: Dict[int, int]) -> None:
+    """Rule 7: a reduce whose one reader is an elementwise node with a buffer of its own, of the
+    reduce's shape (but for dims of size 1: a sum to a number) and reading it in order, gets no buffer: the reader's kernel computes the reduce
+    and applies its ops to each reduced value before storing it (an epilogue).  LayerNorm's
+    1/sqrt(var + eps) is then stored straight from the variance's sum.  One reduce per kernel, and
+    the two expressions together no deeper than MAX_FUSED_DEPTH (rule 5)."""
+    readers: Dict[int, list] = {}
+    for node in order:
+        for src in node.srcs:
+            readers.setdefault(id(src.base), []).append((node, src))
+    def only_reader(node):
+        """node's one reader, if it is elementwise, of node's shape and reads node in order."""
+        found = readers.get(id(node), ())
+        if len(found) == 1 and is_elementwise(found[0][0].op) and _is_plain_reshape(found[0][1]) \
+                and _squeezed(found[0][0].shape) == _squeezed(node.shape):
+            return found[0][0]
+        return None
+
+    taken = set()
+    for node in order:
+        if not isinstance(node.op, ReduceOps) or id(node) in targets:
+            continue
+        reader = only_reader(node)
+        while reader is not None and id(reader) not in materialize:     # inlined on the way: (sum * 1/D)
+            reader = only_reader(reader)
+        if reader is not None and id(reader) not in taken and depth[id(reader)] + depth[id(node)] <= MAX_FUSED_DEPTH:
+            materialize.discard(id(node))
+            taken.add(id(reader))
 
 
 def _lower(node: LazyBuffer, materialize: set, inputs: List[LazyBuffer]) -> Op:
@@ -188,6 +227,8 @@ def _lower(node: LazyBuffer, materialize: set, inputs: List[LazyBuffer]) -> Op:
         return expression(b, view)
 
     def expression(b: LazyBuffer, outer):
+        if isinstance(b.op, ReduceOps):           # rule 7: a reduce under its reader, read in order
+            return Op(b.op, tuple(load(s, s.view) for s in b.srcs), b.arg, b.dtype, b.shape)
         in_order = outer.is_contiguous and outer.size == b.size      # a reshape of b: reshape each source
         srcs = []
         for s in b.srcs:

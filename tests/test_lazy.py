@@ -101,9 +101,53 @@ def test_elementwise_after_a_reduce_fuses_into_its_broadcast_consumer(device, rn
     assert [k.kind for k in schedule_of(out)] == ["reduce", "elementwise"]
     np.testing.assert_allclose(out.numpy(), x.numpy() * np.exp(x.numpy().sum(-1, keepdims=True) * 0.5 + 1), rtol=1e-5)
     padded = (x.sum(-1, keepdim=True) + 1).pad(((0, 0), (1, 0)))   # 1 in the pad would be wrong: materialize
-    assert len(schedule_of(padded + x[:, :2])) == 3
+    kernels = schedule_of(padded + x[:, :2])
+    # sum + 1 gets a buffer (the padded read), and the sum runs inside its kernel (rule 7)
+    assert [(k.kind, k.fused_ops()) for k in kernels] == [("reduce", ["sum", "add"]), ("elementwise", ["add"])], kernels
     np.testing.assert_allclose((padded + x[:, :2]).numpy(), np.pad(x.numpy().sum(-1, keepdims=True) + 1,
                                                                    ((0, 0), (1, 0))) + x.numpy()[:, :2], rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["rows", "columns", "max", "whole"])
+def test_a_reduce_runs_inside_the_kernel_of_its_one_elementwise_reader(device, rng, case):
+    """Rule 7 (an epilogue): the reader's ops apply to each reduced value before it is stored,
+    reading their other inputs at the output's index; one kernel, the reduce's values never stored.
+    Rows (a kept axis outside the reduced one), columns (kept axes inside it: a bias gradient), a
+    max with NaN in it, and a reduce to one number."""
+    x = realized(rng, 6, 8, device=device)
+    xs = x.numpy().astype(np.float64)
+    if case == "rows":
+        w = realized(rng, 6, 1, device=device)
+        out = ((x - x.mean(-1, keepdim=True)).square().mean(-1, keepdim=True) + 1e-5).rsqrt() * w
+        c = xs - xs.mean(-1, keepdims=True)
+        want = 1 / np.sqrt((c * c).mean(-1, keepdims=True) + 1e-5) * w.numpy()
+    elif case == "columns":
+        w = realized(rng, 1, 8, device=device)
+        out = (x.sum(0, keepdim=True) * w + 1).exp()
+        want = np.exp(xs.sum(0, keepdims=True) * w.numpy() + 1)
+    elif case == "max":
+        x = Tensor(np.where(np.arange(48).reshape(6, 8) == 9, np.nan, x.numpy()).astype(np.float32), device=device)
+        w = realized(rng, 6, 1, device=device)
+        out = x.max(-1, keepdim=True) * 2 - w
+        want = np.max(x.numpy(), -1, keepdims=True) * 2 - w.numpy()
+    else:
+        out = x.square().sum().sqrt() + 1
+        want = np.sqrt((xs * xs).sum()) + 1
+    kernels = schedule_of(out)
+    assert [k.kind for k in kernels] == ["reduce"] * (2 if case == "rows" else 1), \
+        f"{case}: the reduce and its reader should be one kernel, got {kernels}"     # rows: the mean, then the rest
+    np.testing.assert_allclose(out.numpy(), want, rtol=1e-5, atol=1e-6, equal_nan=True,
+                               err_msg=f"{case}: reduce with an epilogue (actual) vs numpy (desired)")
+
+
+def test_max_and_maximum_keep_nan_on_every_device(device):
+    """As numpy: a NaN wins max and maximum from either side (OpenCL's fmax dropped it, silently)."""
+    a = np.array([[1, np.nan, 3], [4, 5, 6]], np.float32)
+    b = np.array([[0, 0, np.nan], [0, 9, 0]], np.float32)
+    x, y = Tensor(a, device=device), Tensor(b, device=device)
+    np.testing.assert_array_equal(x.max(-1).numpy(), np.max(a, -1), err_msg="max over rows with a NaN")
+    np.testing.assert_array_equal(x.maximum(y).numpy(), np.maximum(a, b), err_msg="maximum with NaN on either side")
+    np.testing.assert_array_equal(y.maximum(x).numpy(), np.maximum(b, a), err_msg="maximum, sides swapped")
 
 
 def test_movement_chain_schedules_nothing(device, rng, launches):

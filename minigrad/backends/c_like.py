@@ -27,6 +27,10 @@ UNARY = {UnaryOps.NEG: "(-{0})", UnaryOps.EXP: "exp({0})", UnaryOps.LOG: "log({0
 BINARY = {BinaryOps.ADD: "({0}+{1})", BinaryOps.SUB: "({0}-{1})", BinaryOps.MUL: "({0}*{1})",
           BinaryOps.DIV: "({0}/{1})", BinaryOps.CMPLT: "(({t})({0}<{1}))", BinaryOps.CMPEQ: "(({t})({0}=={1}))"}
 
+# max on floats as numpy has it: NaN wins, from either side (C's and OpenCL's fmax drop it).
+MAXNAN = "#define maxnan(a, b) (((a) != (a) || (a) > (b)) ? (a) : (b))\n"
+
+
 def c_type(dtype) -> str:
     return C_TYPES[np.dtype(dtype)]
 
@@ -101,9 +105,9 @@ class ExpressionRenderer:
     Finite nonzero float constants become kernel arguments (c0, c1, ...) rather than literals, so a
     kernel whose numbers change every step (a learning rate, Adam's bias correction) keeps
     the same source and is compiled once.  `scalars` collects their (value, dtype).
-    `float_max` spells max on floats: OpenCL's fmax, or a NaN-propagating one (numpy's maximum);
+    `float_max` spells max on floats: maxnan (MAXNAN below), NaN-propagating as numpy's maximum;
     `unary` is the table of unary ops, which a renderer may amend."""
-    float_max = "fmax"
+    float_max = "maxnan"
     unary = UNARY
 
     def __init__(self, idx: Sequence[str], scalars: list):
@@ -111,7 +115,9 @@ class ExpressionRenderer:
         self.scalars = scalars
 
     def render(self, node) -> str:
-        for n in walk(node):
+        """The C name of node's value; its lines are appended to self.lines.  A node already in
+        self.names (a reduce's accumulated value, set by the reduce's renderer) is used as named."""
+        for n in walk(node, stop=set(self.names)):
             if id(n) in self.names:
                 continue
             self.names[id(n)] = self._render_one(n)

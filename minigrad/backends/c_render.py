@@ -23,11 +23,11 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..kernel import Const, KernelKind, Load, Op, walk
+from ..kernel import Const, KernelKind, Load, Op, find_reduce, rewrite, walk
 from ..ops import ReduceOps, UnaryOps
 from ..view import View
 from .. import rng
-from .c_like import ExpressionRenderer, c_type, load_expr, lowest
+from .c_like import MAXNAN, ExpressionRenderer, c_type, load_expr, lowest
 
 # A loop of fewer elements than this runs on one thread: waking the others costs more than they
 # save (measured on the laptop recipe: 2 threads gained nothing below this size).  A bigger
@@ -35,15 +35,13 @@ from .c_like import ExpressionRenderer, c_type, load_expr, lowest
 PARALLEL_FROM = 1 << 18
 MAX_CHUNKS = 64
 
-# maxnan: max on floats as numpy has it, NaN wins (C's fmax would drop it).
 # mg_exp: exp, but 0 below the smallest normal result.  The vector exp of glibc's libmvec leaves
 # its fast path for any lane below -87.3 (float): a causally masked softmax has half its scores at
 # -inf, and took 8x longer.  So the argument is clamped at the floor and the result set to 0 there
 # (a true result below 1.6e-38 becomes 0).  The floors are variables, not constants, else the
 # compiler sees through the clamp (where the result is kept, the clamp changed nothing) and passes
 # the raw argument after all.
-PRELUDE = """#define maxnan(a, b) (((a) != (a) || (a) > (b)) ? (a) : (b))
-float mg_exp_floor_f = -87.0f;
+PRELUDE = MAXNAN + """float mg_exp_floor_f = -87.0f;
 double mg_exp_floor_d = -708.0;
 static inline float mg_expf(float x) {
   float c = x < mg_exp_floor_f ? mg_exp_floor_f : x, e = exp(c);
@@ -62,7 +60,6 @@ VECTOR_MATH_OPS = (UnaryOps.EXP, UnaryOps.LOG, UnaryOps.SIN, UnaryOps.ERF)
 
 
 class CExpressionRenderer(ExpressionRenderer):
-    float_max = "maxnan"
     unary = {**ExpressionRenderer.unary, UnaryOps.EXP: "mg_exp({0})"}
 
 
@@ -106,19 +103,14 @@ def _merged_view(view: View, groups: List[List[int]]) -> View:
 
 def _rewrite(node, groups, memo, load=None):
     """The expression tree with every Load's View (and every shape) over the merged dims (groups
-    None: shapes as they are).  `load`,
-    if given, says what a Load becomes instead (a multi-output kernel's member reads another's value)."""
-    if id(node) in memo:
-        return memo[id(node)]
-    if isinstance(node, Load):
-        new = load(node) if load else Load(node.index, _merged_view(node.view, groups), node.dtype)
-    elif isinstance(node, Const):
-        new = node
-    else:
-        shape = node.shape if groups is None else tuple(math.prod(node.shape[d] for d in g) for g in groups)
-        new = Op(node.op, tuple(_rewrite(s, groups, memo, load) for s in node.srcs), node.arg, node.dtype, shape)
-    memo[id(node)] = new
-    return new
+    None: shapes as they are).  `load`, if given, says what a Load becomes instead (a multi-output
+    kernel's member reads another's value)."""
+    def merged(n):
+        return Load(n.index, _merged_view(n.view, groups), n.dtype)
+
+    def shape(old):
+        return tuple(math.prod(old[d] for d in g) for g in groups)
+    return rewrite(node, memo, load or merged, None if groups is None else shape)
 
 
 def _parameters(output_dtypes, input_dtypes, scalars, numbered: bool = False) -> List[str]:
@@ -225,12 +217,18 @@ def _segmented_body(root, sizes, idx, d: int, scalars) -> List[str]:
 
 
 def render_reduce(kernel, input_dtypes) -> Tuple[str, list]:
-    root = kernel.ast
-    op, axes = root.op, tuple(root.arg)
-    src = root.srcs[0]
+    """A reduce; with an epilogue (elementwise ops above the reduce, see kernel.py) those run on
+    each accumulated value before it is stored, reading their other inputs at the output index."""
+    reduce = find_reduce(kernel.ast)
+    op, axes = reduce.op, tuple(reduce.arg)
+    src = reduce.srcs[0]
     in_shape = src.shape if isinstance(src, Op) else src.view.shape
+    def over_input(view):             # an epilogue's view of the output, over the reduce's input: stride 0 on reduced axes
+        return view.reshape(reduce.shape).expand(in_shape)
+    epilogue_loads = [Load(n.index, over_input(n.view), n.dtype)
+                      for n in walk(kernel.ast, stop={id(reduce)}) if isinstance(n, Load)]
     loads = [n for n in walk(src) if isinstance(n, Load)]
-    groups = merge_dims(in_shape, loads, axes)
+    groups = merge_dims(in_shape, loads + epilogue_loads, axes)
     src = _rewrite(src, groups, {})
     sizes = [math.prod(in_shape[d] for d in g) for g in groups]
     is_reduced = [g[0] in axes for g in groups]
@@ -241,9 +239,9 @@ def render_reduce(kernel, input_dtypes) -> Tuple[str, list]:
     trail = list(range(last_reduced + 1, len(sizes)))        # kept dims inside the last reduced one
     n_lead, n_red, n_trail = (math.prod(sizes[k] for k in ks) for ks in (lead, red, trail))
 
-    t = c_type(kernel.output.dtype)
-    acc_t = "double" if op is ReduceOps.SUM and kernel.output.dtype.kind == "f" else t
-    init = "0" if op is ReduceOps.SUM else lowest(kernel.output.dtype)
+    t = c_type(reduce.dtype)
+    acc_t = "double" if op is ReduceOps.SUM and reduce.dtype.kind == "f" else t
+    init = "0" if op is ReduceOps.SUM else lowest(reduce.dtype)
     scalars = []
     r = CExpressionRenderer(idx, scalars)
     value = r.render(src)
@@ -255,6 +253,18 @@ def render_reduce(kernel, input_dtypes) -> Tuple[str, list]:
             return f"{a} += {value};"
         return f"{a} = {'maxnan' if t in ('float', 'double') else 'max'}({a}, ({acc_t}){value});"
 
+    def store(reduced: str, indent: str) -> List[str]:
+        """out[out_index] = the reduced value, through the epilogue if there is one."""
+        if kernel.ast is reduce:
+            return [f"{indent}out[{out_index}] = {reduced};"]
+        e = CExpressionRenderer(idx, scalars)
+        e.names[id(reduce)] = "reduced"
+        memo = {id(reduce): reduce}
+        result = e.render(rewrite(kernel.ast, memo, lambda n: Load(n.index, _merged_view(over_input(n.view), groups),
+                                                                   n.dtype)))
+        return ([f"{indent}{{", f"{indent}  const {t} reduced = {reduced};"] + [f"{indent}  {line}" for line in e.lines]
+                + [f"{indent}  out[{out_index}] = {result};", f"{indent}}}"])
+
     body = _loops(lead_names, [sizes[k] for k in lead], split=True) + ["{"]
     if not trail and op is ReduceOps.MAX and t in ("float", "double"):
         # a plain max the compiler vectorizes, and NaN noted on the side (numpy's max returns NaN)
@@ -263,14 +273,14 @@ def render_reduce(kernel, input_dtypes) -> Tuple[str, list]:
         body += ["  " + line for line in _loops(red_names, [sizes[k] for k in red])]
         body += ["  {"] + ["    " + line for line in r.lines]
         body += [f"    acc = {value} > acc ? {value} : acc;", f"    nan |= {value} != {value};", "  }"]
-        body.append(f"  out[{out_index}] = nan ? ({t})NAN : ({t})acc;")
+        body += store(f"nan ? ({t})NAN : ({t})acc", "  ")
     elif not trail:                                # one accumulator per output element
         body.append(f"  {acc_t} acc = ({acc_t}){init};")
         if op is ReduceOps.SUM and n_red > 1:
             body.append("  #pragma omp simd reduction(+:acc)" if len(red_names) == 1 else "")
         body += ["  " + line for line in _loops(red_names, [sizes[k] for k in red])]
         body += ["  {"] + ["    " + line for line in r.lines] + [f"    {fold('acc')}", "  }"]
-        body.append(f"  out[{out_index}] = ({t})acc;")
+        body += store(f"({t})acc", "  ")
     else:                                          # a row of accumulators, the kept dims innermost
         # With no kept dims outside the reduced ones (a bias gradient: a sum over every row), the
         # threads share the kept dims inside instead, each its own columns of every row.
@@ -282,12 +292,8 @@ def render_reduce(kernel, input_dtypes) -> Tuple[str, list]:
                  + _loops(trail_names, trail_sizes, split=split_trail)]
         j = _flat(trail_names, trail_sizes)
         body += ["  {"] + ["    " + line for line in r.lines] + [f"    {fold(f'acc[{j}]')}", "  }"]
-        if split_trail:
-            body += ["  " + line for line in _loops(trail_names, trail_sizes, split=True)]
-            body.append(f"    out[{j}] = ({t})acc[{j}];")
-        else:
-            lead_flat = _flat(lead_names, [sizes[k] for k in lead])
-            body.append(f"  for (long j = 0; j < {n_trail}; j++) out[({lead_flat}) * {n_trail} + j] = ({t})acc[j];")
+        body += ["  " + line for line in _loops(trail_names, trail_sizes, split=split_trail)]
+        body += store(f"({t})acc[{j}]", "  ")
         body.append("  free(acc);")
     body.append("}")
     outer = sizes[lead[0]] if lead else (sizes[trail[0]] if trail else 1)

@@ -19,7 +19,7 @@ import sys
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ..kernel import Const, KernelKind, Load, Op, walk
+from ..kernel import Const, KernelKind, Load, Op, find_reduce, walk
 from .. import rng
 from ..rng import uniform
 from ..ops import NORMAL, BinaryOps, LoadOps, ReduceOps, SpecialOps, TernaryOps, UnaryOps
@@ -267,15 +267,19 @@ class NumpyBackend(Backend):
         root = kernel.ast
         out = out.reshape(kernel.output.shape)
         op = root.op if isinstance(root, Op) else None
-        if isinstance(op, ReduceOps):
-            src = root.srcs[0]
+        if kernel.kind is KernelKind.REDUCE:
+            reduce = find_reduce(root)
+            src = reduce.srcs[0]
             shape = src.shape if isinstance(src, Op) else src.view.shape
-            for bounds in _blocks(shape, skip=root.arg):
+            sums = out if reduce is root else np.empty(reduce.shape, reduce.dtype)
+            for bounds in _blocks(shape, skip=reduce.arg):
                 values = self._eval(src, inputs, bounds)
                 region_shape = _region_shape(shape, bounds)
                 if values.shape != region_shape:            # an expression of constants is 0-d
                     values = np.broadcast_to(values, region_shape)
-                REDUCERS[op](values, axis=root.arg, keepdims=True, out=_region(out, bounds, root.arg))
+                REDUCERS[reduce.op](values, axis=reduce.arg, keepdims=True, out=_region(sums, bounds, reduce.arg))
+            if reduce is not root:                          # the epilogue, on the reduced values
+                self._eval(root, inputs, out=out, given={id(reduce): sums.reshape(out.shape)})
         elif op is SpecialOps.MATMUL:
             np.matmul(self._eval(root.srcs[0], inputs), self._eval(root.srcs[1], inputs), out=out)
         elif op is SpecialOps.GATHER:
@@ -293,15 +297,17 @@ class NumpyBackend(Backend):
             for bounds in _blocks(out.shape):
                 self._eval(root, inputs, bounds, out=_region(out, bounds))
 
-    def _eval(self, node, inputs, bounds=None, out=None):
+    def _eval(self, node, inputs, bounds=None, out=None, given=None):
         """Evaluate an expression tree bottom-up (the scheduler caps its depth), over the block
-        `bounds` of its shape (all of it when None)."""
-        if isinstance(node, Load):
+        `bounds` of its shape (all of it when None); nodes in `given` (by id) have those values."""
+        if given and id(node) in given:
+            values = given[id(node)]
+        elif isinstance(node, Load):
             values = read(inputs[node.index], node.view if bounds is None else node.view.shrink(bounds))
         elif isinstance(node, Const):
             values = np.array(node.value, dtype=node.dtype)
         else:
-            values = [self._eval(s, inputs, bounds) for s in node.srcs]
+            values = [self._eval(s, inputs, bounds, given=given) for s in node.srcs]
             op = node.op
             if op is UnaryOps.CAST:
                 values = values[0].astype(node.dtype)

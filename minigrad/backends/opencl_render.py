@@ -17,9 +17,9 @@ from typing import List, Tuple
 
 import numpy as np
 
-from ..kernel import KernelKind, Op, walk
+from ..kernel import KernelKind, Load, Op, find_reduce, rewrite, walk
 from ..ops import ReduceOps
-from .c_like import ExpressionRenderer, c_type, load_expr, lowest, unravel
+from .c_like import MAXNAN, ExpressionRenderer, c_type, load_expr, lowest, unravel
 from .. import rng
 
 # matmul tile sizes: a work group of (TSN/WPTN) x (TSM/WPTM) = 16 x 16 items computes a 64 x 64 tile of C
@@ -40,14 +40,14 @@ def _header(kernel, input_dtypes, scalars=()) -> Tuple[str, str]:
 def _source(kernel, input_dtypes, scalars, name: str, body: List[str], attribute: str = "") -> str:
     """The complete kernel: pragma, signature, indented body."""
     pragma, params = _header(kernel, input_dtypes, scalars)
-    return f"{pragma}__kernel {attribute}void {name}({params}) {{\n  " + "\n  ".join(body) + "\n}\n"
+    return f"{pragma}{MAXNAN}__kernel {attribute}void {name}({params}) {{\n  " + "\n  ".join(body) + "\n}\n"
 
 
 def _combine(op, t: str, a: str, b: str) -> str:
     """How a reduction folds value b into accumulator a."""
     if op is ReduceOps.SUM:
         return f"{a} + {b}"
-    return f"fmax({a}, {b})" if t in ("float", "double") else f"max({a}, {b})"
+    return f"maxnan({a}, {b})" if t in ("float", "double") else f"max({a}, {b})"
 
 
 def _matmul_shapes(kernel):
@@ -78,33 +78,44 @@ def reduce_group_size(reduced: int) -> int:
 
 
 def render_reduce(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
-    root = kernel.ast
-    op, axes = root.op, root.arg
-    in_shape = root.srcs[0].shape if isinstance(root.srcs[0], Op) else root.srcs[0].view.shape
+    """One work group per output element; with an epilogue (elementwise ops above the reduce, see
+    kernel.py), work item 0 applies it to the reduced value before storing it."""
+    reduce = find_reduce(kernel.ast)
+    op, axes = reduce.op, reduce.arg
+    in_shape = reduce.srcs[0].shape if isinstance(reduce.srcs[0], Op) else reduce.srcs[0].view.shape
     out_shape = kernel.output.shape
     kept = [k for k in range(len(in_shape)) if k not in axes]
     reduced_shape = [in_shape[k] for k in axes]
     total = math.prod(reduced_shape)          # 0 for an empty axis: the loop never runs
     group = reduce_group_size(total)
     n_out = max(1, math.prod(out_shape))
-    t = c_type(kernel.output.dtype)
+    t = c_type(reduce.dtype)
     idx = [f"i{k}" for k in range(len(in_shape))]
     body = ["const int out_index = get_group_id(0);", "const int lid = get_local_id(0);"]
     body += unravel("out_index", [in_shape[k] for k in kept], [idx[k] for k in kept])
-    init = "0" if op is ReduceOps.SUM else lowest(kernel.output.dtype)
+    init = "0" if op is ReduceOps.SUM else lowest(reduce.dtype)
     body.append(f"{t} acc = ({t}){init};")
     scalars = []
     if total:
         body.append(f"for (int r = lid; r < {total}; r += {group}) {{")
         inner = unravel("r", reduced_shape, [idx[k] for k in axes])
         er = ExpressionRenderer(idx, scalars)
-        value = er.render(root.srcs[0])
+        value = er.render(reduce.srcs[0])
         inner += er.lines + [f"acc = {_combine(op, t, 'acc', value)};"]
         body += ["  " + line for line in inner] + ["}"]
     body += [f"__local {t} partial[{group}];", "partial[lid] = acc;", "barrier(CLK_LOCAL_MEM_FENCE);",
              f"for (int s = {group // 2}; s > 0; s >>= 1) {{",
              f"  if (lid < s) {{ {t} other = partial[lid + s]; partial[lid] = {_combine(op, t, 'partial[lid]', 'other')}; }}",
-             "  barrier(CLK_LOCAL_MEM_FENCE);", "}", "if (lid == 0) out[out_index] = partial[0];"]
+             "  barrier(CLK_LOCAL_MEM_FENCE);", "}"]
+    if kernel.ast is reduce:
+        body.append("if (lid == 0) out[out_index] = partial[0];")
+    else:                                     # the epilogue's loads read the output index: stride 0 on reduced axes
+        er = ExpressionRenderer(idx, scalars)
+        er.names[id(reduce)] = "reduced"
+        epilogue = rewrite(kernel.ast, {id(reduce): reduce}, lambda n: Load(n.index, n.view.reshape(reduce.shape).expand(in_shape), n.dtype))
+        result = er.render(epilogue)
+        body += ["if (lid == 0) {", f"  const {t} reduced = partial[0];"] + ["  " + line for line in er.lines]
+        body += [f"  out[out_index] = {result};", "}"]
     return _source(kernel, input_dtypes, scalars, name, body), (n_out * group,), (group,), scalars
 
 

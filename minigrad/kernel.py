@@ -17,6 +17,7 @@ from typing import Any, List, Tuple
 
 import numpy as np
 
+from .graph import postorder
 from .ops import ReduceOps, SpecialOps, LoadOps
 from .view import View
 
@@ -46,18 +47,7 @@ class Op:
 def walk(node, stop=()):
     """Every node of an expression tree, sources before the node that uses them; the sources of
     nodes whose id is in `stop` are left out."""
-    order, stack, seen = [], [(node, False)], set()
-    while stack:
-        n, expanded = stack.pop()
-        if expanded:
-            order.append(n)
-        elif id(n) not in seen:
-            seen.add(id(n))
-            stack.append((n, True))
-            if id(n) not in stop:
-                for s in reversed(getattr(n, "srcs", ())):
-                    stack.append((s, False))
-    return order
+    return postorder([node], lambda n: () if id(n) in stop else getattr(n, "srcs", ()))
 
 
 def rewrite(node, memo: dict, load, shape=None):

@@ -31,6 +31,7 @@ from typing import Dict, List
 import numpy as np
 
 from . import debug
+from .graph import postorder
 from .kernel import Const, Kernel, KernelKind, Load, Op
 from .lazy import LazyBuffer
 from .ops import LoadOps, ReduceOps, SpecialOps, is_elementwise
@@ -40,24 +41,13 @@ MAX_FUSED_DEPTH = 48
 
 def _toposort(targets: List[LazyBuffer]) -> List[LazyBuffer]:
     """Unrealized bases reachable from targets, each after its sources (iterative DFS)."""
-    order, seen = [], set()
     # The first target is expanded first: an optimizer realizes its parameters in model order, so
     # every gradient that reads a later parameter is scheduled before that parameter's update
-    # (which a jit can then write in place, see jit.Recording.update_in_place).
-    stack = [(t.base, False) for t in reversed(targets)]
-    while stack:
-        node, expanded = stack.pop()
-        if expanded:
-            order.append(node)
-            continue
-        if id(node) in seen or node.realized is not None:
-            continue
-        seen.add(id(node))
-        stack.append((node, True))
-        for src in node.srcs:
-            if id(src.base) not in seen and src.base.realized is None:
-                stack.append((src.base, False))
-    return order
+    # (which a jit can then write in place, see jit.Recording.update_in_place).  A node's sources
+    # are explored last one first.
+    def sources(node):
+        return [s.base for s in reversed(node.srcs) if s.base.realized is None]
+    return postorder([t.base for t in targets if t.base.realized is None], sources)
 
 
 def _is_plain_reshape(src: LazyBuffer) -> bool:
@@ -72,14 +62,15 @@ def _cheap_to_recompute(node: LazyBuffer, materialize: set, read_sizes) -> bool:
     """Rule 3's exception: a node is recomputed by each consumer rather than written out when it
     reads at most one buffer as large as itself (the rest broadcasts of smaller ones, like a
     gradient times a clipping factor), and it is either one op, or a short chain of ops (its
-    inlined sources included) that every consumer reads element for element, never broadcast.
+    inlined sources included) that no consumer reads more often than it has elements (never
+    broadcast to a larger shape; a shrink is fine: the optimizer's groups of a clipped gradient).
     Recomputing reads that buffer once per consumer, which costs no more than writing the node
     out and reading it back, and saves a kernel and the buffer: LayerNorm's x - mean feeds the
     variance and the normalized x, softmax's exp(x - max) its sum and its quotient."""
     ops, large = _inlined_cost(node, materialize, node.size)
     if ops is None or len(large) > 1:
         return False
-    return ops == 1 or (ops <= MAX_RECOMPUTED_OPS and all(size == node.size for size in read_sizes))
+    return ops == 1 or (ops <= MAX_RECOMPUTED_OPS and all(size <= node.size for size in read_sizes))
 
 
 def _inlined_cost(node: LazyBuffer, materialize: set, size: int):
@@ -115,24 +106,32 @@ def _takes_view(s: LazyBuffer, b: LazyBuffer) -> bool:
     return _reads_in_order(s, b.shape)
 
 
-def _view_passes_through(b: LazyBuffer, materialize: set) -> bool:
-    """Can a consumer read elementwise base b through any unpadded View by reading b's sources
-    through that same View?  Yes when every source takes the view, and each inlined one passes
-    it on to its own sources in turn."""
+def _source_view(s: LazyBuffer, b: LazyBuffer, outer):
+    """The View through which source s of inlined elementwise node b is read, when a consumer reads
+    b through `outer`; None when no View can say it.  Read in order (a reshape of b), each source is
+    reshaped alike; through any other unpadded view, a source that takes the view reads through it
+    (rule 4).  The one place that knows how a view moves down through an inlined node."""
+    if outer.is_contiguous and outer.size == b.size:
+        return s.view.reshape(outer.shape) if outer.shape != b.shape else s.view
+    if outer.mask is None and _takes_view(s, b):
+        return outer
+    return None
+
+
+def _is_inlined(b: LazyBuffer, materialize: set) -> bool:
+    return b.realized is None and id(b) not in materialize and b.op is not LoadOps.CONST
+
+
+def _readable(b: LazyBuffer, outer, materialize: set) -> bool:
+    """Can a consumer read elementwise base b, inlined, through View `outer`?  Yes when every
+    source has a view (_source_view), and each inlined one is readable through it in turn."""
     if not is_elementwise(b.op):
         return False
     for s in b.srcs:
-        if not _takes_view(s, b):
-            return False
-        inlined = s.base.op is not LoadOps.CONST and s.base.realized is None and id(s.base) not in materialize
-        if inlined and not _view_passes_through(s.base, materialize):
+        view = _source_view(s, b, outer)
+        if view is None or (_is_inlined(s.base, materialize) and not _readable(s.base, view, materialize)):
             return False
     return True
-
-
-class _MustMaterialize(Exception):
-    def __init__(self, node):
-        self.node = node
 
 
 def _decide_materialized(order: List[LazyBuffer], targets) -> set:
@@ -160,7 +159,7 @@ def _decide_materialized(order: List[LazyBuffer], targets) -> set:
             elif b.op is LoadOps.CONST:
                 if src.view.mask is not None or isinstance(op, ReduceOps):
                     materialize.add(id(b))             # a padded constant is not a constant
-            elif not _is_plain_reshape(src) and not (src.view.mask is None and _view_passes_through(b, materialize)):
+            elif not _readable(b, src.view, materialize):
                 materialize.add(id(b))
         reads = read_sizes.get(id(node), ())
         if is_elementwise(op) and len(reads) > 1 and not _cheap_to_recompute(node, materialize, reads):
@@ -223,23 +222,16 @@ def _lower(node: LazyBuffer, materialize: set, inputs: List[LazyBuffer]) -> Op:
                     return Load(i, view, b.dtype)
             inputs.append(b)
             return Load(len(inputs) - 1, view, b.dtype)
-        # inline an elementwise base, read through `view` (a View of b in order)
+        # inline an elementwise base, read through `view` (_readable said it can be)
         return expression(b, view)
 
     def expression(b: LazyBuffer, outer):
         if isinstance(b.op, ReduceOps):           # rule 7: a reduce under its reader, read in order
             return Op(b.op, tuple(load(s, s.view) for s in b.srcs), b.arg, b.dtype, b.shape)
-        in_order = outer.is_contiguous and outer.size == b.size      # a reshape of b: reshape each source
         srcs = []
         for s in b.srcs:
-            if in_order:
-                view = s.view.reshape(outer.shape) if outer.shape != b.shape else s.view
-            elif outer.mask is None and _takes_view(s, b):
-                view = outer                                           # rule 4: the view passes through
-            else:
-                view = None
-            if view is None:
-                raise _MustMaterialize(b)
+            view = _source_view(s, b, outer)
+            assert view is not None, "the schedule inlined a node its reader cannot read (see _readable)"
             srcs.append(load(s, view))
         return Op(b.op, tuple(srcs), b.arg, b.dtype, tuple(outer.shape))
 
@@ -259,16 +251,12 @@ def create_schedule(targets: List[LazyBuffer]) -> List[Kernel]:
     """The kernels, in a valid order, that realize every target."""
     order = _toposort(targets)
     materialize = _decide_materialized(order, targets)
-    while True:
-        try:
-            schedule = []
-            for node in order:
-                if id(node) in materialize:
-                    inputs: List[LazyBuffer] = []
-                    schedule.append(Kernel(node, inputs, _lower(node, materialize, inputs)))
-            return schedule
-        except _MustMaterialize as e:      # a view could not be pushed into an inlined node
-            materialize.add(id(e.node))
+    schedule = []
+    for node in order:
+        if id(node) in materialize:
+            inputs: List[LazyBuffer] = []
+            schedule.append(Kernel(node, inputs, _lower(node, materialize, inputs)))
+    return schedule
 
 
 # A JIT capture (jit.py) appends a Recording here; every kernel run is then recorded into it

@@ -20,6 +20,7 @@ import numpy as np
 from . import dtypes
 from . import function as F
 from .backends import canonical_device
+from .graph import postorder
 from .kernel import KernelKind
 from .lazy import LazyBuffer
 from .ops import NORMAL, UNIFORM, RandArg
@@ -317,21 +318,11 @@ class Tensor:
     def _toposort(self, every_input: bool = False):
         """Tensors this one was made from, each after its inputs: those requiring a gradient
         (what backward needs), or with every_input all of them (what minigrad.viz draws)."""
-        order, seen, stack = [], set(), [(self, False)]
-        while stack:
-            node, expanded = stack.pop()
-            if expanded:
-                order.append(node)
-                continue
-            if id(node) in seen:
-                continue
-            seen.add(id(node))
-            stack.append((node, True))
-            if node._ctx is not None:
-                for parent in node._ctx.parents:
-                    if id(parent) not in seen and (every_input or parent.requires_grad):
-                        stack.append((parent, False))
-        return order
+        def parents(node):                   # pushed in order: the last parent is explored first
+            if node._ctx is None:
+                return ()
+            return [p for p in reversed(node._ctx.parents) if every_input or p.requires_grad]
+        return postorder([self], parents)
 
     # ---- broadcasting and dtypes --------------------------------------------------------
     def _broadcasted(self, other, reverse=False) -> Tuple[Tensor, Tensor]:

@@ -9,7 +9,11 @@ Two kinds of node:
     or a special op, and it is read in order (a contiguous View of its shape);
   * a *view* points at a base and reads it through a View made by movement ops.
     Views never own memory and never run a kernel.
+
+Each base keeps weak references to the nodes that read it (`readers`), so that `assign`, which
+overwrites a buffer in place, can first compute every live node that still needs the old values.
 """
+import weakref
 from math import prod
 from typing import Tuple
 
@@ -23,7 +27,7 @@ from .view import View
 
 class LazyBuffer:
     __slots__ = ("device", "shape", "dtype", "op", "srcs", "arg", "_base", "view", "realized", "created_at",
-                 "__weakref__")
+                 "readers", "__weakref__")
 
     def __init__(self, device: str, shape, dtype, op, srcs=(), arg=None, base: "LazyBuffer" = None,
                  view: View = None):
@@ -33,6 +37,18 @@ class LazyBuffer:
         self.view = view if view is not None else View.contiguous(self.shape)
         self.realized = None            # the backend's buffer, once computed (bases only)
         self.created_at = user_frame() if anomaly_enabled() else None
+        self.readers = None             # weak references to the nodes reading this base, once one does
+        if self.srcs:
+            me = weakref.ref(self)
+            for src in self.srcs:
+                b = src.base
+                if b.readers is None:
+                    b.readers = [me]
+                else:
+                    b.readers.append(me)
+                    n = len(b.readers)
+                    if n >= 64 and n & (n - 1) == 0:      # now and then drop the dead: amortized O(1)
+                        b.readers = [r for r in b.readers if r() is not None]
 
     def __repr__(self):
         kind = "view of " + repr(self._base) if self._base is not None else getattr(self.op, "name", self.op)
@@ -137,6 +153,43 @@ class LazyBuffer:
         if new_view.shape == base.shape and new_view.is_contiguous:
             return base
         return LazyBuffer(self.device, new_view.shape, self.dtype, base.op, base=base, view=new_view)
+
+    # ---- writing in place -----------------------------------------------------------
+    def assign(self, value: "LazyBuffer") -> None:
+        """Write `value` (this node's shape and dtype) into the memory this node reads, in place:
+        the base's buffer, or the stretch of it this view reads (a parameter in its optimizer
+        group's buffer).  Every view of the base sees the new values.
+
+        Values computed before must not change: every live node that reads the base and is not
+        computed yet (an inlined `h + b` in a loss graph someone still holds) is computed first,
+        from the old values.  Then one elementwise kernel writes the base's new contents into its
+        own buffer, reading the base only at the element it writes: the value where this view
+        reads, the old contents elsewhere."""
+        from .schedule import create_schedule, realize, run_schedule
+        base = self.base
+        if base.realized is None:
+            realize(base)
+        pending = [r for r in (ref() for ref in base.readers or ()) if r is not None and r.realized is None
+                   and r.op is not LoadOps.BUFFER]
+        if pending:
+            realize(*pending)
+        if value.base is base:                # a view of the same buffer: copy it out first
+            value = LazyBuffer(self.device, value.shape, value.dtype, LoadOps.CONTIGUOUS, (value,))
+            realize(value)
+        n, flat = self.size, base.movement(MovementOps.RESHAPE, (base.size,))
+        if n == base.size:
+            new = value.movement(MovementOps.RESHAPE, (base.size,))
+        else:                        # the old contents around the stretch [a, a + n), the value in it
+            a, total = self.view.offset, base.size
+            new = value.movement(MovementOps.RESHAPE, (n,)).movement(MovementOps.PAD, ((a, total - a - n),))
+            for lo, hi in ((0, a), (a + n, total)):
+                if hi > lo:
+                    old = flat.movement(MovementOps.SHRINK, ((lo, hi),)).movement(MovementOps.PAD, ((lo, total - hi),))
+                    new = new.elementwise(BinaryOps.ADD, old)
+        new = LazyBuffer(self.device, (base.size,), self.dtype, LoadOps.CONTIGUOUS, (new,))  # a kernel of its own
+        schedule = create_schedule([new])
+        new.realized = base.realized          # ... whose output is the base's own buffer
+        run_schedule(schedule)
 
     # ---- running ----------------------------------------------------------------
     def realize(self) -> "LazyBuffer":

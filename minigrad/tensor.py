@@ -247,6 +247,35 @@ class Tensor:
                 lines.append(render(kernel, [b.dtype for b in kernel.inputs], name=f"kernel{i}")[0])
         return "\n".join(lines)
 
+    def assign(self, value) -> Tensor:
+        """Write `value` into this tensor's memory, in place (tinygrad's and PyTorch's copy_):
+        every tensor viewing the same buffer sees the new values, and values computed from the
+        old ones keep them.  `value` is a Tensor of this dtype (or a number) that broadcasts to
+        this shape.  It has no gradient: under autograd (a tensor that requires grad, outside
+        no_grad()) it is refused.  Returns self."""
+        if not isinstance(value, Tensor):
+            if not isinstance(value, (int, float, bool, np.number)):
+                raise TypeError(f"assign takes a Tensor or a number, not {type(value).__name__}")
+            value = Tensor.full(self.shape, value, dtype=self.dtype, device=self.device)
+        if value.dtype != self.dtype:
+            raise TypeError(f"assign of {value.dtype} into a {self.dtype} tensor: cast it first (value.cast({self.dtype}))")
+        if value.device != self.device:
+            raise RuntimeError(f"assign from {value.device} into a tensor on {self.device}: move it first with .to()")
+        if Tensor.grad_enabled and (self.requires_grad or value.requires_grad):
+            raise RuntimeError("assign writes in place and has no gradient: call it under minigrad.no_grad() "
+                               "(as an optimizer's update is)")
+        try:
+            value = value._broadcast_to(self.shape)
+        except ValueError:
+            raise ValueError(f"assign of shape {value.shape} into a tensor of shape {self.shape}: "
+                             f"the value must broadcast to it") from None
+        if not self.lazydata.view.is_run:
+            raise ValueError(f"assign needs a tensor that reads one stretch of its buffer in order; this one is a "
+                             f"{self.shape} view with strides {self.lazydata.view.strides} (permuted, strided, "
+                             f"padded or broadcast): assign to the tensor it views instead")
+        self.lazydata.assign(value.lazydata)
+        return self
+
     def detach(self) -> Tensor:
         """The same data with no link to the graph that made it."""
         return Tensor(self.lazydata)

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import dtypes
 from .debug import anomaly_enabled, user_frame
-from .ops import BinaryOps, LoadOps, MovementOps, ReduceOps, SpecialOps, TernaryOps, UnaryOps
+from .ops import OPS, BinaryOps, LoadOps, MovementOps, ReduceOps, SpecialOps
 from .view import View
 
 
@@ -90,14 +90,9 @@ class LazyBuffer:
         srcs = (self,) + others
         for s in srcs:
             assert s.shape == self.shape, f"elementwise {op} on shapes {[x.shape for x in srcs]}"
-        if op in (BinaryOps.CMPLT, BinaryOps.CMPEQ):
-            out_dtype = dtypes.bool_
-        elif op is UnaryOps.CAST:
-            out_dtype = arg
-        elif op is TernaryOps.WHERE:
-            out_dtype = srcs[1].dtype
-        else:
-            out_dtype = self.dtype
+        result = OPS[op].result                # the dtype rule of ops.OPS
+        out_dtype = dtypes.bool_ if result == "bool" else arg if result == "arg" else \
+            srcs[1].dtype if result == "second" else self.dtype
         return LazyBuffer(self.device, self.shape, out_dtype, op, srcs, arg)
 
     def reduce(self, op: ReduceOps, axes: Tuple[int, ...]) -> "LazyBuffer":

@@ -75,6 +75,37 @@ class RandArg(NamedTuple):
 
 UNIFORM, NORMAL = 0, 1
 
+
+class OpInfo(NamedTuple):
+    """What every part of the engine needs to know of one op, in one place (a new backend reads
+    this table; it does not hunt through the others)."""
+    c: str                  # C and OpenCL C: {0} {1} {2} the operands, {t} the result's C type
+    numpy: str              # the numpy function the evaluator calls ("erf": numpy has none, the backend's own)
+    result: str = "same"    # the result's dtype: "same" as the operands, "bool", "arg" (CAST's), "second" (WHERE's)
+    identity: str = ""      # a reduce's start value: "0", or "lowest" (the dtype's -inf or least integer)
+
+
+OPS = {
+    UnaryOps.NEG: OpInfo("(-{0})", "negative"),
+    UnaryOps.EXP: OpInfo("exp({0})", "exp"),
+    UnaryOps.LOG: OpInfo("log({0})", "log"),
+    UnaryOps.SQRT: OpInfo("sqrt({0})", "sqrt"),
+    UnaryOps.RECIPROCAL: OpInfo("((({t})1)/{0})", "reciprocal"),
+    UnaryOps.ERF: OpInfo("erf({0})", "erf"),
+    UnaryOps.SIN: OpInfo("sin({0})", "sin"),
+    UnaryOps.CAST: OpInfo("(({t})({0}))", "astype", result="arg"),     # to bool in C: ((uchar)(x != 0))
+    BinaryOps.ADD: OpInfo("({0}+{1})", "add"),
+    BinaryOps.SUB: OpInfo("({0}-{1})", "subtract"),
+    BinaryOps.MUL: OpInfo("({0}*{1})", "multiply"),
+    BinaryOps.DIV: OpInfo("({0}/{1})", "divide"),
+    BinaryOps.MAX: OpInfo("maxnan({0},{1})", "maximum"),                # NaN wins, as in numpy (c_like.MAXNAN)
+    BinaryOps.CMPLT: OpInfo("(({t})({0}<{1}))", "less", result="bool"),
+    BinaryOps.CMPEQ: OpInfo("(({t})({0}=={1}))", "equal", result="bool"),
+    TernaryOps.WHERE: OpInfo("({0} ? {1} : {2})", "where", result="second"),
+    ReduceOps.SUM: OpInfo("({0}+{1})", "add", identity="0"),            # folds value {1} into accumulator {0}
+    ReduceOps.MAX: OpInfo("maxnan({0},{1})", "maximum", identity="lowest"),
+}
+
 ELEMENTWISE = (UnaryOps, BinaryOps, TernaryOps)
 
 

@@ -134,7 +134,7 @@ def test_source_renders_without_running(rng):
     """explain(source=True) needs no OpenCL: it only prints text."""
     a = Tensor(rng.standard_normal((4, 8)).astype(np.float32))
     text = (a.exp() * 2).sum(axis=1).explain(source=True)
-    assert "__kernel void kernel0" in text and "exp(" in text and "acc = acc +" in text
+    assert "__kernel void kernel0" in text and "exp(" in text and "acc = (acc+" in text
 
 
 def test_matmul_templates_agree(cl, rng):

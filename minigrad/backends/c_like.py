@@ -15,17 +15,11 @@ from typing import List, Sequence, Tuple
 import numpy as np
 
 from ..kernel import Const, Load, walk
-from ..ops import BinaryOps, TernaryOps, UnaryOps
+from ..ops import OPS, UnaryOps
 from ..view import View
 
 C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double", np.dtype(np.int32): "int",
            np.dtype(np.int64): "long", np.dtype(np.bool_): "uchar", np.dtype(np.uint32): "uint"}
-
-UNARY = {UnaryOps.NEG: "(-{0})", UnaryOps.EXP: "exp({0})", UnaryOps.LOG: "log({0})", UnaryOps.SQRT: "sqrt({0})",
-         UnaryOps.RECIPROCAL: "((({t})1)/{0})", UnaryOps.ERF: "erf({0})",
-         UnaryOps.SIN: "sin({0})"}
-BINARY = {BinaryOps.ADD: "({0}+{1})", BinaryOps.SUB: "({0}-{1})", BinaryOps.MUL: "({0}*{1})",
-          BinaryOps.DIV: "({0}/{1})", BinaryOps.CMPLT: "(({t})({0}<{1}))", BinaryOps.CMPEQ: "(({t})({0}=={1}))"}
 
 # max on floats as numpy has it: NaN wins, from either side (C's and OpenCL's fmax drop it).
 MAXNAN = "#define maxnan(a, b) (((a) != (a) || (a) > (b)) ? (a) : (b))\n"
@@ -47,6 +41,11 @@ def c_literal(value, dtype) -> str:
     if dtype == np.bool_:
         return "1" if value else "0"
     return f"{int(value)}L" if dtype == np.int64 else str(int(value))
+
+
+def identity(reduce_op, dtype) -> str:
+    """A reduce's start value in C (ops.OPS): 0, or the lowest value of the dtype."""
+    return "0" if OPS[reduce_op].identity == "0" else lowest(dtype)
 
 
 def lowest(dtype) -> str:
@@ -105,10 +104,9 @@ class ExpressionRenderer:
     Finite nonzero float constants become kernel arguments (c0, c1, ...) rather than literals, so a
     kernel whose numbers change every step (a learning rate, Adam's bias correction) keeps
     the same source and is compiled once.  `scalars` collects their (value, dtype).
-    `float_max` spells max on floats: maxnan (MAXNAN below), NaN-propagating as numpy's maximum;
-    `unary` is the table of unary ops, which a renderer may amend."""
-    float_max = "maxnan"
-    unary = UNARY
+    Each op's C is its entry in ops.OPS; `overrides` lets a renderer spell some differently (the
+    CPU's clamped exp)."""
+    overrides: dict = {}
 
     def __init__(self, idx: Sequence[str], scalars: list):
         self.idx, self.lines, self.names, self.count = list(idx), [], {}, 0
@@ -135,18 +133,9 @@ class ExpressionRenderer:
             expr = load_expr(f"in{n.index}", n.view, self.idx, n.dtype)
         else:
             src = [self.names[id(s)] for s in n.srcs]
-            t = c_type(n.dtype)
-            if n.op is UnaryOps.CAST:
-                expr = f"(({t})({src[0]}))" if n.dtype != np.bool_ else f"((uchar)({src[0]}!=0))"
-            elif n.op in self.unary:
-                expr = self.unary[n.op].format(*src, t=t)
-            elif n.op is BinaryOps.MAX:
-                expr = f"{self.float_max}({src[0]},{src[1]})" if n.dtype.kind == "f" else f"max({src[0]},{src[1]})"
-            elif n.op in BINARY:
-                expr = BINARY[n.op].format(*src, t=t)
-            elif n.op is TernaryOps.WHERE:
-                expr = f"({src[0]} ? {src[1]} : {src[2]})"
+            if n.op is UnaryOps.CAST and n.dtype == np.bool_:     # a C cast keeps 0.5; a bool is x != 0
+                expr = f"((uchar)({src[0]}!=0))"
             else:
-                raise NotImplementedError(f"OpenCL renderer: no rule for {n.op}")
+                expr = self.overrides.get(n.op, OPS[n.op].c).format(*src, t=c_type(n.dtype))
         self.lines.append(f"{c_type(n.dtype)} {name} = {expr};")
         return name

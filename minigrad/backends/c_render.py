@@ -24,10 +24,10 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..kernel import Const, KernelKind, Load, Op, find_reduce, rewrite, walk
-from ..ops import ReduceOps, UnaryOps
+from ..ops import OPS, ReduceOps, UnaryOps
 from ..view import View
 from .. import rng
-from .c_like import MAXNAN, ExpressionRenderer, c_type, load_expr, lowest
+from .c_like import MAXNAN, ExpressionRenderer, c_type, identity, load_expr
 
 # A loop of fewer elements than this runs on one thread: waking the others costs more than they
 # save (measured on the laptop recipe: 2 threads gained nothing below this size).  A bigger
@@ -60,7 +60,7 @@ VECTOR_MATH_OPS = (UnaryOps.EXP, UnaryOps.LOG, UnaryOps.SIN, UnaryOps.ERF)
 
 
 class CExpressionRenderer(ExpressionRenderer):
-    unary = {**ExpressionRenderer.unary, UnaryOps.EXP: "mg_exp({0})"}
+    overrides = {UnaryOps.EXP: "mg_exp({0})"}
 
 
 def _mergeable(loads: Sequence[Load], shape, a: int, b: int) -> bool:
@@ -241,7 +241,7 @@ def render_reduce(kernel, input_dtypes) -> Tuple[str, list]:
 
     t = c_type(reduce.dtype)
     acc_t = "double" if op is ReduceOps.SUM and reduce.dtype.kind == "f" else t
-    init = "0" if op is ReduceOps.SUM else lowest(reduce.dtype)
+    init = identity(op, reduce.dtype)
     scalars = []
     r = CExpressionRenderer(idx, scalars)
     value = r.render(src)
@@ -249,9 +249,7 @@ def render_reduce(kernel, input_dtypes) -> Tuple[str, list]:
     out_index = _flat(lead_names + trail_names, [sizes[k] for k in lead + trail])
 
     def fold(a: str) -> str:
-        if op is ReduceOps.SUM:
-            return f"{a} += {value};"
-        return f"{a} = {'maxnan' if t in ('float', 'double') else 'max'}({a}, ({acc_t}){value});"
+        return f"{a} = {OPS[op].c.format(a, f'({acc_t}){value}')};"
 
     def store(reduced: str, indent: str) -> List[str]:
         """out[out_index] = the reduced value, through the epilogue if there is one."""

@@ -22,7 +22,7 @@ from numpy.lib.stride_tricks import as_strided
 from ..kernel import Const, KernelKind, Load, Op, find_reduce, walk
 from .. import rng
 from ..rng import uniform
-from ..ops import NORMAL, BinaryOps, LoadOps, ReduceOps, SpecialOps, TernaryOps, UnaryOps
+from ..ops import NORMAL, OPS, LoadOps, ReduceOps, SpecialOps, TernaryOps, UnaryOps
 from .. import debug
 from . import Backend, c_render
 from .compiler import Compiler
@@ -47,13 +47,10 @@ def erf(x: np.ndarray, out=None) -> np.ndarray:
     return result.astype(x.dtype, copy=False)
 
 
-UFUNCS = {
-    UnaryOps.NEG: np.negative, UnaryOps.EXP: np.exp, UnaryOps.LOG: np.log, UnaryOps.SQRT: np.sqrt,
-    UnaryOps.RECIPROCAL: np.reciprocal, UnaryOps.ERF: erf, UnaryOps.SIN: np.sin,
-    BinaryOps.ADD: np.add, BinaryOps.SUB: np.subtract, BinaryOps.MUL: np.multiply, BinaryOps.DIV: np.divide,
-    BinaryOps.MAX: np.maximum, BinaryOps.CMPLT: np.less, BinaryOps.CMPEQ: np.equal,
-}
-REDUCERS = {ReduceOps.SUM: np.add.reduce, ReduceOps.MAX: np.maximum.reduce}
+# ops.OPS names each op's numpy function; erf is the one numpy lacks (above)
+UFUNCS = {op: erf if info.numpy == "erf" else getattr(np, info.numpy) for op, info in OPS.items()
+          if not isinstance(op, ReduceOps) and info.numpy not in ("astype", "where")}
+REDUCERS = {op: getattr(np, info.numpy).reduce for op, info in OPS.items() if isinstance(op, ReduceOps)}
 
 
 def read(buffer: np.ndarray, view, dtype=None) -> np.ndarray:

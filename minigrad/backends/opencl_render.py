@@ -18,8 +18,8 @@ from typing import List, Tuple
 import numpy as np
 
 from ..kernel import KernelKind, Load, Op, find_reduce, rewrite, walk
-from ..ops import ReduceOps
-from .c_like import MAXNAN, ExpressionRenderer, c_type, load_expr, lowest, unravel
+from ..ops import OPS
+from .c_like import MAXNAN, ExpressionRenderer, c_type, identity, load_expr, unravel
 from .. import rng
 
 # matmul tile sizes: a work group of (TSN/WPTN) x (TSM/WPTM) = 16 x 16 items computes a 64 x 64 tile of C
@@ -41,13 +41,6 @@ def _source(kernel, input_dtypes, scalars, name: str, body: List[str], attribute
     """The complete kernel: pragma, signature, indented body."""
     pragma, params = _header(kernel, input_dtypes, scalars)
     return f"{pragma}{MAXNAN}__kernel {attribute}void {name}({params}) {{\n  " + "\n  ".join(body) + "\n}\n"
-
-
-def _combine(op, t: str, a: str, b: str) -> str:
-    """How a reduction folds value b into accumulator a."""
-    if op is ReduceOps.SUM:
-        return f"{a} + {b}"
-    return f"maxnan({a}, {b})" if t in ("float", "double") else f"max({a}, {b})"
 
 
 def _matmul_shapes(kernel):
@@ -93,7 +86,7 @@ def render_reduce(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
     idx = [f"i{k}" for k in range(len(in_shape))]
     body = ["const int out_index = get_group_id(0);", "const int lid = get_local_id(0);"]
     body += unravel("out_index", [in_shape[k] for k in kept], [idx[k] for k in kept])
-    init = "0" if op is ReduceOps.SUM else lowest(reduce.dtype)
+    init = identity(op, reduce.dtype)
     body.append(f"{t} acc = ({t}){init};")
     scalars = []
     if total:
@@ -101,11 +94,11 @@ def render_reduce(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
         inner = unravel("r", reduced_shape, [idx[k] for k in axes])
         er = ExpressionRenderer(idx, scalars)
         value = er.render(reduce.srcs[0])
-        inner += er.lines + [f"acc = {_combine(op, t, 'acc', value)};"]
+        inner += er.lines + [f"acc = {OPS[op].c.format('acc', value)};"]
         body += ["  " + line for line in inner] + ["}"]
     body += [f"__local {t} partial[{group}];", "partial[lid] = acc;", "barrier(CLK_LOCAL_MEM_FENCE);",
              f"for (int s = {group // 2}; s > 0; s >>= 1) {{",
-             f"  if (lid < s) {{ {t} other = partial[lid + s]; partial[lid] = {_combine(op, t, 'partial[lid]', 'other')}; }}",
+             f"  if (lid < s) {{ {t} other = partial[lid + s]; partial[lid] = {OPS[op].c.format('partial[lid]', 'other')}; }}",
              "  barrier(CLK_LOCAL_MEM_FENCE);", "}"]
     if kernel.ast is reduce:
         body.append("if (lid == 0) out[out_index] = partial[0];")

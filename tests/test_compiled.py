@@ -190,6 +190,23 @@ def test_a_value_only_the_group_reads_is_not_written(compiled):
     assert stores == [False, False, True], "s and u are read only inside the group: not stored"
 
 
+def test_a_padded_read_runs_alone_and_a_group_loop_is_vectorized(compiled):
+    """A cat joins no multi-output kernel (alone, its loop is cut where the pieces start: no
+    branch per element), and a group's loop tells the compiler its members' in-place updates
+    carry nothing from one element to the next (`#pragma GCC ivdep`): without it, AdamW's group
+    of two outputs was not vectorized, 2 ms instead of 0.2 on the laptop step."""
+    a, b = Tensor(np.ones(8, np.float32)).realize(), Tensor(np.ones(8, np.float32)).realize()
+    cat = create_schedule([Tensor.cat(a, b).lazydata])[0]
+    scale = create_schedule([(Tensor(np.ones(16, np.float32)).realize() * 2).lazydata])[0]
+    member = (cat, [("in", 0), ("in", 1)], True)
+    assert c_render.render_group([member, (scale, [("in", 2)], True)], [np.float32] * 3) is None
+    one = (scale, [("in", 0)], True)
+    _, source, _ = c_render.render_group([one, (scale, [("member", 0)], True)], [np.float32])
+    lines = source.splitlines()
+    loop = next(i for i, line in enumerate(lines) if line.strip().startswith("for (long i0"))
+    assert lines[loop - 1].strip() == "#pragma GCC ivdep", source
+
+
 def _train(steps: int):
     from gpt.model import GPT, GPTConfig
     from gpt.train import make_train_step

@@ -346,9 +346,12 @@ def render_group(members, input_dtypes) -> Optional[Tuple[str, str, list]]:
     parameter become one pass reading g once.  The loop runs over the dims that every member's
     loads let merge.  None when that is not each member's own loop and a member calls a vector
     math function: the vector and scalar versions of exp differ in the last bits, so moving where a
-    loop's vector part ends would make a replay differ from the eager step."""
+    loop's vector part ends would make a replay differ from the eager step.  None too when a
+    member reads through padding (a cat): alone, its loop is cut where the padding starts and ends."""
     shape = members[0][0].output.shape
     loads = [[n for n in walk(kernel.ast) if isinstance(n, Load)] for kernel, _, _ in members]
+    if any(load.view.mask is not None for own in loads for load in own):
+        return None                   # a padded read runs best alone, its loop cut at the mask (_split_dim)
     groups = merge_dims(shape, [load for own in loads for load in own])
     if any(merge_dims(shape, own) != groups for own in loads) and \
             any(isinstance(n, Op) and n.op in VECTOR_MATH_OPS for kernel, _, _ in members for n in walk(kernel.ast)):
@@ -366,7 +369,8 @@ def render_group(members, input_dtypes) -> Optional[Tuple[str, str, list]]:
     results = [r.render(root) for root in roots]
     stored = [(m, kernel) for m, (kernel, _, store) in enumerate(members) if store]
     flat = _flat(idx, sizes)
-    body = _loops(idx, sizes, split=True) + ["{"] + ["  " + line for line in r.lines]
+    loops = _loops(idx, sizes, split=True)
+    body = loops[:-1] + ["#pragma GCC ivdep"] + loops[-1:] + ["{"] + ["  " + line for line in r.lines]
     body += [f"  out{o}[{flat}] = {results[m]};" for o, (m, _) in enumerate(stored)] + ["}"]
     return _function(None, input_dtypes, scalars, body, sizes[0] if sizes else 1, math.prod(sizes),
                      output_dtypes=[kernel.output.dtype for _, kernel in stored])

@@ -145,7 +145,8 @@ class Optimizer:
                 self._as_views(group, new_weights)
                 self._set_group_state(g, new_state)
                 updated += [new_weights] + new_state
-            realize(*updated)
+            # per-step numbers first, so each group's updates are consecutive kernels (one launch)
+            realize(*updated[:1], *self._step_scalars(), *updated[1:])
 
     def _update_parts(self, options, group, weights, state):
         pieces, state_pieces, offset = [], [[] for _ in state], 0
@@ -165,6 +166,10 @@ class Optimizer:
         raise NotImplementedError
 
     def _group_state(self, g: int, weights: Tensor) -> List[Tensor]:
+        return []
+
+    def _step_scalars(self) -> List[Tensor]:
+        """Numbers of this step that every group's update reads (Adam's bias corrections)."""
         return []
 
     def _set_group_state(self, g: int, state: List[Tensor]) -> None:
@@ -330,6 +335,10 @@ class Adam(Optimizer):
             t = self.step_tensor.reshape(()).cast(dtype)
             self._corrections[dtype] = (1 - (t * math.log(self.b1)).exp(), 1 - (t * math.log(self.b2)).exp())
         return self._corrections[dtype]
+
+    def _step_scalars(self):
+        return [c for dtype in {self.params[indices[0]].dtype for indices, _ in self.groups}
+                for c in self._bias_corrections(dtype)]
 
     def _state(self):
         return self.m + self.v

@@ -370,7 +370,7 @@ def render_group(members, input_dtypes) -> Optional[Tuple[str, str, list]]:
     stored = [(m, kernel) for m, (kernel, _, store) in enumerate(members) if store]
     flat = _flat(idx, sizes)
     loops = _loops(idx, sizes, split=True)
-    body = loops[:-1] + ["#pragma GCC ivdep"] + loops[-1:] + ["{"] + ["  " + line for line in r.lines]
+    body = loops[:-1] + ["#pragma GCC ivdep"] * bool(loops) + loops[-1:] + ["{"] + ["  " + line for line in r.lines]
     body += [f"  out{o}[{flat}] = {results[m]};" for o, (m, _) in enumerate(stored)] + ["}"]
     return _function(None, input_dtypes, scalars, body, sizes[0] if sizes else 1, math.prod(sizes),
                      output_dtypes=[kernel.output.dtype for _, kernel in stored])

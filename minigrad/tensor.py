@@ -1098,14 +1098,15 @@ class Tensor:
             if t.ndim != first.ndim or any(a != b for i, (a, b) in enumerate(zip(t.shape, first.shape)) if i != axis):
                 raise ValueError(f"cat along axis {axis}: shapes {first.shape} and {t.shape} differ off that axis")
         total = sum(t.shape[axis] for t in tensors)
-        out, offset = None, 0
+        pieces, offset = [], 0
         for t in tensors:
             pad = [(0, 0)] * first.ndim
             pad[axis] = (offset, total - offset - t.shape[axis])
-            piece = t.pad(pad)
-            out = piece if out is None else out + piece
+            pieces.append(t.pad(pad))
             offset += t.shape[axis]
-        return out
+        while len(pieces) > 1:        # added pairwise: the sum is log2(n) deep, so a cat of many is one kernel
+            pieces = [a + b for a, b in zip(pieces[::2], pieces[1::2])] + pieces[len(pieces) - len(pieces) % 2:]
+        return pieces[0]
 
     def stack(self, *others, axis=0, dim=None) -> Tensor:
         """Join equal-shaped tensors along a new axis: Tensor.stack([a, b], dim=0) or a.stack(b)."""

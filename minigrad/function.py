@@ -93,6 +93,19 @@ class Reciprocal(Function):
         return grad.elementwise(BinaryOps.MUL, self.out).elementwise(BinaryOps.MUL, self.out).elementwise(UnaryOps.NEG)
 
 
+class Rsqrt(Function):
+    """1 / sqrt(x) as one differentiable step, so its backward reads only its output: LayerNorm
+    keeps 1/sqrt(var + eps) (a buffer it needs anyway) and not sqrt(var + eps) beside it, and the
+    variance's sum runs inside the kernel that computes it (schedule rule 7)."""
+    def forward(self, x):
+        self.out = x.elementwise(UnaryOps.SQRT).elementwise(UnaryOps.RECIPROCAL)
+        return self.out
+
+    def backward(self, grad):                      # d/dx x^(-1/2) = -x^(-3/2) / 2 = -out^3 / 2
+        cube = self.out.elementwise(BinaryOps.MUL, self.out).elementwise(BinaryOps.MUL, self.out)
+        return grad.elementwise(BinaryOps.MUL, cube.elementwise(BinaryOps.MUL, const_like(cube, -0.5)))
+
+
 class Erf(Function):
     def forward(self, x):
         self.x = x

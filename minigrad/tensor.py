@@ -447,7 +447,7 @@ class Tensor:
         return self.log() * (1 / math.log(2))
 
     def rsqrt(self):
-        return self.sqrt().reciprocal()
+        return F.Rsqrt.apply(self._as_float())
 
     def sigmoid(self):
         return F.Sigmoid.apply(self._as_float())
@@ -1180,7 +1180,7 @@ class Tensor:
         def layernorm(x, *affine):
             centered = x - x.mean(axis, keepdim=True)
             var = centered.square().mean(axis, keepdim=True)
-            out = centered * (var + eps).sqrt().reciprocal()
+            out = centered * (var + eps).rsqrt()
             out = out * affine[0] if weight is not None else out
             return out + affine[-1] if bias is not None else out
         return self._recomputed_if_large(layernorm, *[t for t in (weight, bias) if t is not None])

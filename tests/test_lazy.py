@@ -372,11 +372,12 @@ def test_detach_cuts_the_graph(device):
 
 def test_laptop_recipe_step_kernel_count():
     """A laptop-recipe training step (L4 H4 D128 T64 B12, forward, backward, clip, AdamW) runs
-    at most 237 kernels (522 before views passed through elementwise nodes and one-op nodes
+    at most 218 kernels (522 before views passed through elementwise nodes and one-op nodes
     were recomputed; 378 before the optimizer kept each parameter group in one flat buffer, and
     the clipping norm became one reduce over the gradients gathered flat; 278 before short chains
     over one buffer were recomputed by their readers and attention split Q, K, V after the reshape
-    into heads; 237 before a reduce ran inside its one reader's kernel), in at most 222 launches
+    into heads; 237 before a reduce ran inside its one reader's kernel; 227 before rsqrt's backward
+    read only its output, so LayerNorm's variance runs inside the rsqrt kernel), in at most 213 launches
     on the CPU: a replay runs runs of elementwise kernels as multi-output kernels (AdamW's m, v
     and weights in one).  A ratchet: lower it when fusion improves, never raise it quietly."""
     import sys
@@ -389,10 +390,10 @@ def test_laptop_recipe_step_kernel_count():
     state = GPT(config).state_dict()
     batch = np.random.default_rng(0).integers(0, 65, (2, 12, 64))
     count, launches = kernels_per_step(config, state, (batch[0], batch[1]))
-    assert 100 < count <= 227, f"{count} kernels per step"
+    assert 100 < count <= 218, f"{count} kernels per step"
     from minigrad.backends import get_backend
     if get_backend("numpy").compiler is not None:         # multi-output kernels are the compiled path's
-        assert launches <= 222, f"{launches} launches per step"
+        assert launches <= 213, f"{launches} launches per step"
 
 
 def test_numpy_backend_blocks_equal_whole_evaluation(monkeypatch, rng):

@@ -433,11 +433,11 @@ def _whole(view, base_shape) -> bool:
     return view.is_contiguous and view.size == math.prod(base_shape)
 
 
-def _wrap(buffer, like: Tensor, view, bases: dict) -> LazyBuffer:
-    """A graph node for `buffer` read as `like` was captured: through `view` of a base of
-    `base_shape`, the base shared by every state tensor of that buffer (an optimizer finds its
+def _wrap(buffer, like: Tensor, captured, bases: dict) -> LazyBuffer:
+    """A graph node for `buffer` read as `like` was captured, `captured` = (its view, its base's
+    shape): a view of a base shared by every state tensor of that buffer (an optimizer finds its
     parameters to be consecutive views of one buffer, and reads them with no copy)."""
-    view, base_shape = view
+    view, base_shape = captured
     base = bases.get(id(buffer))
     if base is None:
         base = bases[id(buffer)] = LazyBuffer(like.device, base_shape, like.dtype, LoadOps.BUFFER)

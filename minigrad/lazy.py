@@ -21,7 +21,7 @@ import numpy as np
 
 from . import dtypes
 from .debug import anomaly_enabled, user_frame
-from .ops import OPS, BinaryOps, LoadOps, MovementOps, ReduceOps, SpecialOps
+from .ops import OPS, LoadOps, MovementOps, ReduceOps, SpecialOps, TernaryOps
 from .view import View
 
 
@@ -151,15 +151,18 @@ class LazyBuffer:
 
     # ---- writing in place -----------------------------------------------------------
     def assign(self, value: "LazyBuffer") -> None:
-        """Write `value` (this node's shape and dtype) into the memory this node reads, in place:
-        the base's buffer, or the stretch of it this view reads (a parameter in its optimizer
-        group's buffer).  Every view of the base sees the new values.
+        """Write `value` (this node's shape and dtype) into the memory this node reads: the base's
+        buffer, or the stretch of it this view reads (a parameter in its optimizer group's
+        buffer).  Every view of the base sees the new values.
 
         Values computed before must not change: every live node that reads the base and is not
         computed yet (an inlined `h + b` in a loss graph someone still holds) is computed first,
-        from the old values.  Then one elementwise kernel writes the base's new contents into its
-        own buffer, reading the base only at the element it writes: the value where this view
-        reads, the old contents elsewhere."""
+        from the old values.  Then one elementwise kernel makes the base's new contents, the value
+        where this view reads and the old contents elsewhere (selected, not added: -0.0 stays
+        -0.0).  Where a kernel may read and write one buffer (the CPU), it writes into the base's
+        own buffer, reading it only at the element it writes; elsewhere (OpenCL, whose kernels
+        declare their buffers `restrict`) into a new one, which the base then holds."""
+        from .backends import get_backend
         from .schedule import create_schedule, realize, run_schedule
         base = self.base
         if base.realized is None:
@@ -171,20 +174,21 @@ class LazyBuffer:
         if value.base is base:                # a view of the same buffer: copy it out first
             value = LazyBuffer(self.device, value.shape, value.dtype, LoadOps.CONTIGUOUS, (value,))
             realize(value)
-        n, flat = self.size, base.movement(MovementOps.RESHAPE, (base.size,))
-        if n == base.size:
-            new = value.movement(MovementOps.RESHAPE, (base.size,))
-        else:                        # the old contents around the stretch [a, a + n), the value in it
-            a, total = self.view.offset, base.size
-            new = value.movement(MovementOps.RESHAPE, (n,)).movement(MovementOps.PAD, ((a, total - a - n),))
-            for lo, hi in ((0, a), (a + n, total)):
-                if hi > lo:
-                    old = flat.movement(MovementOps.SHRINK, ((lo, hi),)).movement(MovementOps.PAD, ((lo, total - hi),))
-                    new = new.elementwise(BinaryOps.ADD, old)
-        new = LazyBuffer(self.device, (base.size,), self.dtype, LoadOps.CONTIGUOUS, (new,))  # a kernel of its own
+        n, total = self.size, base.size
+        new = value.movement(MovementOps.RESHAPE, (n,))
+        if n != total:                        # the value in [a, a + n), the old contents around it
+            a = self.view.offset
+            inside = LazyBuffer.const(True, (n,), dtypes.bool_, self.device).movement(MovementOps.PAD, ((a, total - a - n),))
+            new = inside.elementwise(TernaryOps.WHERE, new.movement(MovementOps.PAD, ((a, total - a - n),)),
+                                     base.movement(MovementOps.RESHAPE, (total,)))
+        new = LazyBuffer(self.device, (total,), self.dtype, LoadOps.CONTIGUOUS, (new,))   # a kernel of its own
         schedule = create_schedule([new])
-        new.realized = base.realized          # ... whose output is the base's own buffer
-        run_schedule(schedule)
+        if get_backend(self.device).updates_in_place:
+            new.realized = base.realized      # ... whose output is the base's own buffer
+            run_schedule(schedule)
+        else:
+            run_schedule(schedule)
+            base.realized = new.realized
 
     # ---- running ----------------------------------------------------------------
     def realize(self) -> "LazyBuffer":

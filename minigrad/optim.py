@@ -222,8 +222,9 @@ class Optimizer:
         return arrays
 
     def _grouped(self, name: str, arrays: dict, required: bool = True) -> List[Tensor]:
-        """The reverse of _per_parameter: {name.i: array} -> a flat state Tensor per group (None
-        for a group missing from `arrays` when not required)."""
+        """The reverse of _per_parameter: {name.i: array} -> a flat state Tensor per group.  When
+        not required, a group with none of them is None and a parameter missing from a group
+        that has some is zeros (SGD saved momentum only for parameters it had updated)."""
         flats = []
         for indices, _ in self.groups:
             present = [f"{name}.{i}" in arrays for i in indices]
@@ -233,9 +234,9 @@ class Optimizer:
             parts = []
             for i in indices:
                 p = self.params[i]
-                if f"{name}.{i}" not in arrays:
+                if f"{name}.{i}" not in arrays and required:
                     raise ValueError(f"optimizer state has no {name}.{i} (parameter of shape {p.shape})")
-                value = np.asarray(arrays[f"{name}.{i}"])
+                value = np.asarray(arrays.get(f"{name}.{i}", np.zeros(p.shape, p.dtype)))
                 if tuple(value.shape) != p.shape:
                     raise ValueError(f"optimizer state {name}.{i} has shape {value.shape}, parameter has {p.shape}")
                 parts.append(value.reshape(-1).astype(p.dtype))

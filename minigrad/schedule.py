@@ -181,14 +181,17 @@ def _squeezed(shape) -> tuple:
 
 def _fuse_epilogues(order: List[LazyBuffer], materialize: set, targets: set, depth: Dict[int, int]) -> None:
     """Rule 7: a reduce whose one reader is an elementwise node with a buffer of its own, of the
-    reduce's shape (but for dims of size 1: a sum to a number) and reading it in order, gets no buffer: the reader's kernel computes the reduce
-    and applies its ops to each reduced value before storing it (an epilogue).  LayerNorm's
-    1/sqrt(var + eps) is then stored straight from the variance's sum.  One reduce per kernel, and
-    the two expressions together no deeper than MAX_FUSED_DEPTH (rule 5)."""
+    reduce's shape (but for dims of size 1) and reading it in order, gets no buffer: the reader's
+    kernel computes the reduce and applies its ops to each reduced value before storing it (an
+    epilogue).  LayerNorm's
+    1/sqrt(var + eps) is then stored straight from the variance's sum.  One reduce per kernel, the
+    two expressions together no deeper than MAX_FUSED_DEPTH (rule 5), and no padded read in the
+    reader's part."""
     readers: Dict[int, list] = {}
     for node in order:
         for src in node.srcs:
             readers.setdefault(id(src.base), []).append((node, src))
+
     def only_reader(node):
         """node's one reader, if it is elementwise, of node's shape and reads node in order."""
         found = readers.get(id(node), ())
@@ -197,6 +200,12 @@ def _fuse_epilogues(order: List[LazyBuffer], materialize: set, targets: set, dep
             return found[0][0]
         return None
 
+    def reads_padding(node) -> bool:
+        """Does node's expression (down to buffers, the reduce aside) read through padding?  The
+        epilogue reads at the output's index, where a padded axis may be one the reduce removed."""
+        return any(s.view.mask is not None or (_is_inlined(s.base, materialize) and not isinstance(s.base.op, ReduceOps)
+                                               and reads_padding(s.base)) for s in node.srcs)
+
     taken = set()
     for node in order:
         if not isinstance(node.op, ReduceOps) or id(node) in targets:
@@ -204,7 +213,8 @@ def _fuse_epilogues(order: List[LazyBuffer], materialize: set, targets: set, dep
         reader = only_reader(node)
         while reader is not None and id(reader) not in materialize:     # inlined on the way: (sum * 1/D)
             reader = only_reader(reader)
-        if reader is not None and id(reader) not in taken and depth[id(reader)] + depth[id(node)] <= MAX_FUSED_DEPTH:
+        if reader is not None and id(reader) not in taken and depth[id(reader)] + depth[id(node)] <= MAX_FUSED_DEPTH \
+                and not reads_padding(reader):
             materialize.discard(id(node))
             taken.add(id(reader))
 

@@ -23,7 +23,7 @@ from .backends import canonical_device
 from .graph import postorder
 from .kernel import KernelKind
 from .lazy import LazyBuffer
-from .ops import NORMAL, UNIFORM, RandArg
+from .ops import NORMAL, UNIFORM, LoadOps, RandArg
 from .schedule import realize as _realize_buffers
 
 Scalar = Union[int, float, bool]
@@ -269,6 +269,9 @@ class Tensor:
         except ValueError:
             raise ValueError(f"assign of shape {value.shape} into a tensor of shape {self.shape}: "
                              f"the value must broadcast to it") from None
+        if self.lazydata.base.op is LoadOps.CONST and self.lazydata.base.realized is None:
+            raise ValueError("assign into a constant that has no buffer yet (Tensor.zeros, ones, full and empty "
+                             "make none): give the tensor one first, t = t.contiguous().realize(), then assign")
         if not self.lazydata.view.is_run:
             raise ValueError(f"assign needs a tensor that reads one stretch of its buffer in order; this one is a "
                              f"{self.shape} view with strides {self.lazydata.view.strides} (permuted, strided, "

@@ -140,6 +140,18 @@ def test_a_reduce_runs_inside_the_kernel_of_its_one_elementwise_reader(device, r
                                err_msg=f"{case}: reduce with an epilogue (actual) vs numpy (desired)")
 
 
+def test_a_reader_that_reads_padding_keeps_its_reduce_apart(device):
+    """The epilogue reads at the output's index, so a reader with a padded read (a cat with an
+    empty piece pads a size-1 axis the reduce removed) does not take the reduce in (rule 7)."""
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    b = np.ones((1, 4), np.float32)
+    row = Tensor.cat(Tensor(np.zeros((0, 4), np.float32), device=device), Tensor(b, device=device))
+    out = Tensor(x, device=device).sum(0, keepdim=True) + row
+    np.testing.assert_array_equal(out.numpy(), x.sum(0, keepdims=True) + b)
+    one = Tensor.cat(Tensor(np.zeros(0, np.float32), device=device), Tensor(b[0, :1], device=device))
+    np.testing.assert_array_equal((Tensor(x, device=device).sum().reshape(1) + one).numpy(), [x.sum() + 1])
+
+
 def test_max_and_maximum_keep_nan_on_every_device(device):
     """As numpy: a NaN wins max and maximum from either side (OpenCL's fmax dropped it, silently)."""
     a = np.array([[1, np.nan, 3], [4, 5, 6]], np.float32)

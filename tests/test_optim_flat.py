@@ -379,3 +379,21 @@ def test_clip_grad_norm_over_float32_and_float64_is_one_joint_norm(max_norm):
         assert p.grad.dtype == arrays[i].dtype, f"gradient {i} is {p.grad.dtype}, its parameter {arrays[i].dtype}"
         assert p.grad.shape == arrays[i].shape, f"gradient {i} has shape {p.grad.shape}"
         _close(p.grad.numpy(), q.grad.numpy(), f"clipped gradient {i} ({arrays[i].dtype})")
+
+
+def test_sgd_loads_momentum_saved_for_only_some_parameters():
+    """An SGD that never updated b saved momentum for a only (the format before flat groups did
+    too); loading it works, and b's first update then equals PyTorch's (momentum buffer = g)."""
+    a, b = Tensor(np.ones(3, np.float32), requires_grad=True), Tensor(np.ones(2, np.float32), requires_grad=True)
+    opt = optim.SGD([a, b], lr=0.1, momentum=0.9)
+    opt.load_state_dict({"step_count": 1, "lr": 0.1, "state": {"momentum.0": np.full(3, 0.5, np.float32)}})
+    ta, tb = torch.ones(3, requires_grad=True), torch.ones(2, requires_grad=True)
+    topt = torch.optim.SGD([ta, tb], lr=0.1, momentum=0.9)
+    topt.state[ta]["momentum_buffer"] = torch.full((3,), 0.5)
+    for p, g in ((a, [1.0, 2.0, 3.0]), (b, [4.0, 5.0])):
+        p.grad = Tensor(np.array(g, np.float32))
+    ta.grad, tb.grad = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([4.0, 5.0])
+    opt.step()
+    topt.step()
+    _close(a.numpy(), ta.detach().numpy(), "a after a step from loaded momentum")
+    _close(b.numpy(), tb.detach().numpy(), "b, which had no momentum saved")

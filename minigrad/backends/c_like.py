@@ -6,8 +6,8 @@ compiled CPU path): one place for each op's C spelling and for a View's index ar
   ExpressionRenderer
                   an elementwise expression tree as C statements, one temporary per node
 
-The code uses OpenCL's spellings (uchar, uint, long; max() on integers; exp() on any float
-type); the plain-C renderer's prelude defines those for a C compiler.
+The code uses OpenCL's spellings (uchar, uint, long; exp() on any float type); the plain-C
+renderer's prelude defines those for a C compiler.  Each op's C is its entry in ops.OPS.
 """
 import math
 from typing import List, Sequence, Tuple

@@ -102,9 +102,9 @@ def _merged_view(view: View, groups: List[List[int]]) -> View:
 
 
 def _rewrite(node, groups, memo, load=None):
-    """The expression tree with every Load's View (and every shape) over the merged dims (groups
-    None: shapes as they are).  `load`, if given, says what a Load becomes instead (a multi-output
-    kernel's member reads another's value)."""
+    """The expression tree with every Load's View (and every shape) over the merged dims.  `load`,
+    if given, says what a Load becomes instead (a multi-output kernel's member reads another's
+    value; with groups None, shapes stay as they are and `load` must be given)."""
     def merged(n):
         return Load(n.index, _merged_view(n.view, groups), n.dtype)
 

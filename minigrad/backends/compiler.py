@@ -26,14 +26,13 @@ from typing import Dict, List, Optional
 
 from . import c_runtime
 
-# Our kernels use OpenCL's spellings (c_like.py); these make them C.  tgmath.h gives exp, log, sqrt,
-# fmax and erf for float and double alike, as OpenCL has them.
+# Our kernels use OpenCL's spellings (c_like.py); these make them C.  tgmath.h gives exp, log, sqrt
+# and erf for float and double alike, as OpenCL has them.
 PRELUDE = """#include <tgmath.h>
 #include <stdint.h>
 #include <stdlib.h>
 typedef unsigned char uchar;
 typedef unsigned int uint;
-#define max(a, b) ((a) > (b) ? (a) : (b))
 """
 
 # glibc's libmvec has SIMD versions of the float functions; declared like this, the compiler

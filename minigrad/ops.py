@@ -83,6 +83,7 @@ class OpInfo(NamedTuple):
     numpy: str              # the numpy function the evaluator calls ("erf": numpy has none, the backend's own)
     result: str = "same"    # the result's dtype: "same" as the operands, "bool", "arg" (CAST's), "second" (WHERE's)
     identity: str = ""      # a reduce's start value: "0", or "lowest" (the dtype's -inf or least integer)
+    keeps_zero: bool = False   # all operands +0 give +0: padding may move through it (schedule rule 4)
 
 
 OPS = {
@@ -93,15 +94,15 @@ OPS = {
     UnaryOps.RECIPROCAL: OpInfo("((({t})1)/{0})", "reciprocal"),
     UnaryOps.ERF: OpInfo("erf({0})", "erf"),
     UnaryOps.SIN: OpInfo("sin({0})", "sin"),
-    UnaryOps.CAST: OpInfo("(({t})({0}))", "astype", result="arg"),     # to bool in C: ((uchar)(x != 0))
-    BinaryOps.ADD: OpInfo("({0}+{1})", "add"),
-    BinaryOps.SUB: OpInfo("({0}-{1})", "subtract"),
-    BinaryOps.MUL: OpInfo("({0}*{1})", "multiply"),
+    UnaryOps.CAST: OpInfo("(({t})({0}))", "astype", result="arg", keeps_zero=True),     # to bool in C: ((uchar)(x != 0))
+    BinaryOps.ADD: OpInfo("({0}+{1})", "add", keeps_zero=True),
+    BinaryOps.SUB: OpInfo("({0}-{1})", "subtract", keeps_zero=True),
+    BinaryOps.MUL: OpInfo("({0}*{1})", "multiply", keeps_zero=True),
     BinaryOps.DIV: OpInfo("({0}/{1})", "divide"),
-    BinaryOps.MAX: OpInfo("maxnan({0},{1})", "maximum"),                # NaN wins, as in numpy (c_like.MAXNAN)
+    BinaryOps.MAX: OpInfo("maxnan({0},{1})", "maximum", keeps_zero=True),                # NaN wins, as in numpy (c_like.MAXNAN)
     BinaryOps.CMPLT: OpInfo("(({t})({0}<{1}))", "less", result="bool"),
     BinaryOps.CMPEQ: OpInfo("(({t})({0}=={1}))", "equal", result="bool"),
-    TernaryOps.WHERE: OpInfo("({0} ? {1} : {2})", "where", result="second"),
+    TernaryOps.WHERE: OpInfo("({0} ? {1} : {2})", "where", result="second", keeps_zero=True),
     ReduceOps.SUM: OpInfo("({0}+{1})", "add", identity="0"),            # folds value {1} into accumulator {0}
     ReduceOps.MAX: OpInfo("maxnan({0},{1})", "maximum", identity="lowest"),
 }

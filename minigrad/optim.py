@@ -301,7 +301,7 @@ class Adam(Optimizer):
             first, n = self.params[indices[0]], sum(self.params[i].numel() for i in indices)
             self.m.append(Tensor.zeros(n, dtype=first.dtype, device=first.device))
             self.v.append(Tensor.zeros(n, dtype=first.dtype, device=first.device))
-        self._corrections_of, self._corrections = None, {}     # see _bias_corrections
+        self._corrections_of, self._corrections, self._log_betas = None, {}, {}     # see _bias_corrections
 
     def _group_state(self, g, weights):
         return [self.m[g], self.v[g]]
@@ -327,19 +327,22 @@ class Adam(Optimizer):
 
     def _bias_corrections(self, dtype):
         """1 - beta1^t and 1 - beta2^t, as b^t = exp(t log b) from the step count on the device: one
-        pair per step (and dtype) that every group's update reads, so the scheduler gives each
-        a one-element buffer instead of every update kernel computing two exps per element."""
+        pair per step (and dtype) that every group's update reads, so the scheduler gives them a
+        two-element buffer (one kernel) instead of every update kernel computing two exps per element."""
         step = self.step_tensor.lazydata              # this step's count: a new node every step
         if self._corrections_of is not step:
             self._corrections_of, self._corrections = step, {}
-        if dtype not in self._corrections:
+        if dtype not in self._corrections:            # both in one kernel: [1 - b1^t, 1 - b2^t]
             t = self.step_tensor.reshape(()).cast(dtype)
-            self._corrections[dtype] = (1 - (t * math.log(self.b1)).exp(), 1 - (t * math.log(self.b2)).exp())
+            if dtype not in self._log_betas:          # made once: a replay reads the same buffer
+                self._log_betas[dtype] = Tensor(np.array([math.log(self.b1), math.log(self.b2)]), dtype=dtype,
+                                                device=self.step_tensor.device).realize()
+            both = 1 - (t * self._log_betas[dtype]).exp()
+            self._corrections[dtype] = (both[0], both[1])
         return self._corrections[dtype]
 
     def _step_scalars(self):
-        return [c for dtype in {self.params[indices[0]].dtype for indices, _ in self.groups}
-                for c in self._bias_corrections(dtype)]
+        return [self._bias_corrections(dtype)[0] for dtype in {self.params[indices[0]].dtype for indices, _ in self.groups}]
 
     def _state(self):
         return self.m + self.v

@@ -13,7 +13,9 @@ Fusion comes from a few rules about which nodes get a buffer of their own
      (a permute, an expand, padding) is materialized, unless the View can be pushed down
      to its sources: no padding, and every source read in order from a base of its shape
      (so `mean = sum * (1/D)` broadcast back over D fuses into its consumer; cheap ops
-     are recomputed per element read rather than given a buffer and a pass of their own);
+     are recomputed per element read rather than given a buffer and a pass of their own),
+     or only padding (a piece of a cat) and ops that give 0 for zeros (+, -, *, max, where):
+     then each source is padded alike;
   5. expression trees deeper than MAX_FUSED_DEPTH are cut, so kernels stay small;
   6. a constant becomes a literal in the expression, except where a kernel must read it as
      data: through padding (outside the mask it reads 0, not the constant) or as the input of a
@@ -25,6 +27,7 @@ Fusion comes from a few rules about which nodes get a buffer of their own
 
 In anomaly mode (debug.detect_anomaly) nothing fuses, so each op can be checked alone.
 """
+import math
 import time
 from typing import Dict, List
 
@@ -34,7 +37,8 @@ from . import debug
 from .graph import postorder
 from .kernel import Const, Kernel, KernelKind, Load, Op
 from .lazy import LazyBuffer
-from .ops import LoadOps, ReduceOps, SpecialOps, is_elementwise
+from .ops import OPS, LoadOps, ReduceOps, SpecialOps, is_elementwise
+from .view import View
 
 MAX_FUSED_DEPTH = 48
 
@@ -115,7 +119,23 @@ def _source_view(s: LazyBuffer, b: LazyBuffer, outer):
         return s.view.reshape(outer.shape) if outer.shape != b.shape else s.view
     if outer.mask is None and _takes_view(s, b):
         return outer
+    padding = _pure_padding(outer, b)
+    if padding is not None and OPS[b.op].keeps_zero and not (s.base.op is LoadOps.CONST and s.base.realized is None):
+        inner = s.view.reshape(tuple(hi - lo for lo, hi in outer.mask))     # zeros in, zero out: pad each source
+        return inner.pad(padding) if inner is not None else None
     return None
+
+
+def _pure_padding(outer, b: LazyBuffer):
+    """The padding, if `outer` is b read in order (reshaped, perhaps) and padded: a piece of a
+    cat.  None for any other view."""
+    if outer.mask is None:
+        return None
+    inner = tuple(hi - lo for lo, hi in outer.mask)
+    if math.prod(inner) != b.size:
+        return None
+    padding = tuple((lo, n - hi) for (lo, hi), n in zip(outer.mask, outer.shape))
+    return padding if View.contiguous(inner).pad(padding) == outer else None
 
 
 def _is_inlined(b: LazyBuffer, materialize: set) -> bool:

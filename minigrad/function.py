@@ -152,6 +152,76 @@ class PiecewiseConstant(Function):
         return const_like(self.input, 0)
 
 
+class LayerNorm(Function):
+    """y = (x - mean) * rstd * w + b over the last axis, rstd = 1 / sqrt(var + eps), with its
+    backward written out rather than derived from the pieces:
+
+        x_hat = (x - mean) * rstd,   gw = g * w
+        dx = rstd * (gw - mean(gw) - x_hat * mean(gw * x_hat)),   dw = sum(g * x_hat),   db = sum(g)
+
+    It keeps x and two numbers per row (mean, rstd), recomputing x_hat, and takes dx's two row sums
+    in one reduce: they are stacked on a new axis of size 2, whose padding moves through their
+    products (schedule rule 4), as are dw and db."""
+    def forward(self, x, *affine, eps, has_weight, has_bias):
+        D, row = x.shape[-1], (len(x.shape) - 1,)
+        mean = x.reduce(ReduceOps.SUM, row).elementwise(BinaryOps.MUL, LazyBuffer.const(1 / D, x.shape[:-1] + (1,), x.dtype, x.device))
+        centered = x.elementwise(BinaryOps.SUB, mean.movement(MovementOps.EXPAND, x.shape))
+        var = centered.elementwise(BinaryOps.MUL, centered).reduce(ReduceOps.SUM, row)
+        var = var.elementwise(BinaryOps.MUL, const_like(var, 1 / D)).elementwise(BinaryOps.ADD, const_like(var, eps))
+        self.rstd = var.elementwise(UnaryOps.SQRT).elementwise(UnaryOps.RECIPROCAL)           # (..., 1)
+        self.x, self.mean = x, mean
+        self.weight = affine[0] if has_weight else None
+        self.has_bias = has_bias
+        out = centered.elementwise(BinaryOps.MUL, self.rstd.movement(MovementOps.EXPAND, x.shape))
+        if has_weight:
+            out = out.elementwise(BinaryOps.MUL, _along_last(affine[0], x.shape))
+        if has_bias:
+            out = out.elementwise(BinaryOps.ADD, _along_last(affine[-1], x.shape))
+        return out
+
+    def backward(self, grad):
+        x, shape, D = self.x, self.x.shape, self.x.shape[-1]
+        lead = shape[:-1]
+        rstd = self.rstd.movement(MovementOps.EXPAND, shape)
+        x_hat = x.elementwise(BinaryOps.SUB, self.mean.movement(MovementOps.EXPAND, shape)).elementwise(BinaryOps.MUL, rstd)
+        gw = grad if self.weight is None else grad.elementwise(BinaryOps.MUL, _along_last(self.weight, shape))
+        sums = _stacked_sums([gw, gw.elementwise(BinaryOps.MUL, x_hat)], axis=len(lead))     # (2, ..., 1)
+        sum_gw, sum_gwx = (sums.movement(MovementOps.SHRINK, ((k, k + 1),) + tuple((0, n) for n in lead + (1,)))
+                           .movement(MovementOps.RESHAPE, lead + (1,)).movement(MovementOps.EXPAND, shape) for k in (0, 1))
+        inv_d = const_like(x, 1 / D)
+        dx = gw.elementwise(BinaryOps.SUB, sum_gw.elementwise(BinaryOps.MUL, inv_d)).elementwise(
+            BinaryOps.SUB, x_hat.elementwise(BinaryOps.MUL, sum_gwx.elementwise(BinaryOps.MUL, inv_d)))
+        grads = [rstd.elementwise(BinaryOps.MUL, dx) if self.needs_input_grad[0] else None]
+        parts = ([grad.elementwise(BinaryOps.MUL, x_hat)] if self.weight is not None else []) + \
+            ([grad] if self.has_bias else [])
+        if parts:                       # dw and db: sums over every row, stacked as dx's are
+            rows = math.prod(lead)
+            per_column = _stacked_sums([p.movement(MovementOps.RESHAPE, (rows, D)) for p in parts], axis=0)
+            for k, wanted in enumerate(self.needs_input_grad[1:]):
+                grads.append(per_column.movement(MovementOps.SHRINK, ((k, k + 1), (0, 1), (0, D)))
+                             .movement(MovementOps.RESHAPE, (D,)) if wanted else None)
+        return tuple(grads)
+
+
+def _along_last(v: LazyBuffer, shape) -> LazyBuffer:
+    """A (D,) vector broadcast along the last axis of `shape`."""
+    return v.movement(MovementOps.RESHAPE, (1,) * (len(shape) - 1) + (shape[-1],)).movement(MovementOps.EXPAND, shape)
+
+
+def _stacked_sums(parts, axis: int) -> LazyBuffer:
+    """Sums of several tensors of one shape over one axis, in one reduce: the parts are stacked on
+    a new axis of size len(parts) in front and summed together, so the result is (len(parts),) +
+    the reduced shape.  Each part is read through padding on the new axis, which moves down
+    through + and * (schedule rule 4), so none is written out first."""
+    shape = parts[0].shape
+    n, stacked = len(parts), None
+    for k, p in enumerate(parts):
+        piece = p.movement(MovementOps.RESHAPE, (1,) + shape).movement(
+            MovementOps.PAD, ((k, n - 1 - k),) + ((0, 0),) * len(shape))
+        stacked = piece if stacked is None else stacked.elementwise(BinaryOps.ADD, piece)
+    return stacked.reduce(ReduceOps.SUM, (axis + 1,))
+
+
 class Recompute(Function):
     """fn(*inputs) whose backward keeps only the inputs: the forward runs without a graph, and
     backward runs fn again with one and differentiates it.  For chains of cheap elementwise ops

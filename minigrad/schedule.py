@@ -77,6 +77,11 @@ def _cheap_to_recompute(node: LazyBuffer, materialize: set, read_sizes) -> bool:
     return ops == 1 or (ops <= MAX_RECOMPUTED_OPS and all(size <= node.size for size in read_sizes))
 
 
+def _elements_read(view) -> int:
+    """How many elements a read through `view` takes from its source (not those padding fills)."""
+    return view.size if view.mask is None else math.prod(max(0, hi - lo) for lo, hi in view.mask)
+
+
 def _inlined_cost(node: LazyBuffer, materialize: set, size: int):
     """(ops, ids of the buffers of at least `size` elements read) of node's expression down to
     buffers; ops None when the expression reaches something that is not elementwise."""
@@ -160,7 +165,7 @@ def _decide_materialized(order: List[LazyBuffer], targets) -> set:
     read_sizes: Dict[int, list] = {}               # base -> the size each consumer reads it at
     for node in order:
         for src in node.srcs:
-            read_sizes.setdefault(id(src.base), []).append(src.size)
+            read_sizes.setdefault(id(src.base), []).append(_elements_read(src.view))
     anomaly = debug.anomaly_enabled()
     depth: Dict[int, int] = {}
     for node in order:

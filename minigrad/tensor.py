@@ -1178,15 +1178,21 @@ class Tensor:
     def layernorm(self, axis=-1, eps: float = 1e-5, weight: Optional[Tensor] = None,
                   bias: Optional[Tensor] = None) -> Tensor:
         """(x - mean) / sqrt(var + eps) over `axis`, with the biased variance (divide by N), then
-        * weight + bias when given.  On large tensors recomputed in backward (F.Recompute), so only
-        its inputs are kept for it, not the normalized x as well."""
+        * weight + bias when given.  Over the last axis (a transformer's) it is F.LayerNorm, whose
+        backward is written out and keeps only x and two numbers per row; over another axis it is
+        composed, and on large tensors recomputed in backward (F.Recompute)."""
+        affine = [t for t in (weight, bias) if t is not None]
+        if self.ndim and axis in (-1, self.ndim - 1) and dtypes.is_float(self.dtype) and \
+                all(t.shape == self.shape[-1:] and t.dtype == self.dtype for t in affine):
+            return F.LayerNorm.apply(self, *affine, eps=eps, has_weight=weight is not None, has_bias=bias is not None)
+
         def layernorm(x, *affine):
             centered = x - x.mean(axis, keepdim=True)
             var = centered.square().mean(axis, keepdim=True)
             out = centered * (var + eps).rsqrt()
             out = out * affine[0] if weight is not None else out
             return out + affine[-1] if bias is not None else out
-        return self._recomputed_if_large(layernorm, *[t for t in (weight, bias) if t is not None])
+        return self._recomputed_if_large(layernorm, *affine)
 
     def one_hot(self, num_classes: int) -> Tensor:
         if self.dtype.kind not in "iu":

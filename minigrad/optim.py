@@ -22,6 +22,14 @@ def flat(tensors: List[Tensor]) -> Tensor:
     return whole if (start, end) == (0, whole.numel()) else whole.shrink(((start, end),))
 
 
+def _stretches(tensors):
+    """(tensor, (start, end)) for each tensor: where it lies in the flat layout of all of them."""
+    start = 0
+    for t in tensors:
+        yield t, (start, start + t.numel())
+        start += t.numel()
+
+
 def _consecutive(tensors):
     """(base, start, end) when every tensor reads its base in order from an offset, each starting
     where the one before ended; else (None, 0, 0)."""
@@ -99,11 +107,8 @@ class Optimizer:
 
     @staticmethod
     def _as_views(group: List[Tensor], weights: Tensor) -> None:
-        offset = 0
-        for p in group:
-            p.lazydata = weights.lazydata.movement(MovementOps.SHRINK, ((offset, offset + p.numel()),)) \
-                .movement(MovementOps.RESHAPE, p.shape)
-            offset += p.numel()
+        for p, stretch in _stretches(group):
+            p.lazydata = weights.lazydata.movement(MovementOps.SHRINK, (stretch,)).movement(MovementOps.RESHAPE, p.shape)
 
     @property
     def lr(self) -> float:
@@ -149,16 +154,14 @@ class Optimizer:
             realize(*updated[:1], *self._step_scalars(), *updated[1:])
 
     def _update_parts(self, options, group, weights, state):
-        pieces, state_pieces, offset = [], [[] for _ in state], 0
-        for p in group:
-            part = ((offset, offset + p.numel()),)
-            w, s = weights.shrink(part), [t.shrink(part) for t in state]
+        pieces, state_pieces = [], [[] for _ in state]
+        for p, stretch in _stretches(group):
+            w, s = weights.shrink((stretch,)), [t.shrink((stretch,)) for t in state]
             if p.grad is not None:
                 w, s = self._update(options, w, p.grad.detach().reshape(-1), s)
             pieces.append(w)
             for k, t in enumerate(s):
                 state_pieces[k].append(t)
-            offset += p.numel()
         return Tensor.cat(*pieces), [Tensor.cat(*ts) for ts in state_pieces]
 
     def _update(self, options: dict, w: Tensor, g: Tensor, state: List[Tensor]):
@@ -214,11 +217,9 @@ class Optimizer:
         for (indices, _), state in zip(self.groups, flats):
             if state is None:
                 continue
-            values, offset = state.numpy(), 0
-            for i in indices:
-                p = self.params[i]
-                arrays[f"{name}.{i}"] = values[offset:offset + p.numel()].reshape(p.shape)
-                offset += p.numel()
+            values = state.numpy()
+            for i, (p, (a, b)) in zip(indices, _stretches([self.params[i] for i in indices])):
+                arrays[f"{name}.{i}"] = values[a:b].reshape(p.shape)
         return arrays
 
     def _grouped(self, name: str, arrays: dict, required: bool = True) -> List[Tensor]:
@@ -387,10 +388,8 @@ def clip_grad_norm_(params: Iterable[Tensor], max_norm: float) -> Tensor:
         scale = (max_norm / (norm + 1e-6)).minimum(1.0)
         for key, ps in kinds.items():
             scaled = flats[key] * scale.cast(key[0])
-            offset = 0
-            for p in ps:
-                p.grad = scaled.shrink(((offset, offset + p.numel()),)).reshape(p.shape)
-                offset += p.numel()
+            for p, stretch in _stretches(ps):
+                p.grad = scaled.shrink((stretch,)).reshape(p.shape)
     return norm
 
 

@@ -101,10 +101,14 @@ def _inlined_cost(node: LazyBuffer, materialize: set, size: int):
     return ops, large
 
 
+def _squeezed(shape) -> tuple:
+    return tuple(n for n in shape if n != 1)
+
+
 def _reads_in_order(s: LazyBuffer, shape) -> bool:
     """s reads its whole base in order, laid out as `shape` is (equal but for dims of size 1):
     a View over `shape` then reads s's base exactly as it would read a buffer of that shape."""
-    return _is_plain_reshape(s) and [n for n in s.base.shape if n != 1] == [n for n in shape if n != 1]
+    return _is_plain_reshape(s) and _squeezed(s.base.shape) == _squeezed(shape)
 
 
 def _takes_view(s: LazyBuffer, b: LazyBuffer) -> bool:
@@ -198,10 +202,6 @@ def _decide_materialized(order: List[LazyBuffer], targets) -> set:
     if not anomaly:
         _fuse_epilogues(order, materialize, {id(t.base) for t in targets}, depth)
     return materialize
-
-
-def _squeezed(shape) -> tuple:
-    return tuple(n for n in shape if n != 1)
 
 
 def _fuse_epilogues(order: List[LazyBuffer], materialize: set, targets: set, depth: Dict[int, int]) -> None:

@@ -91,6 +91,13 @@ def index_expr(view: View, idx: Sequence[str]) -> Tuple[str, str]:
     return (" + ".join(terms) or "0"), (" && ".join(valid) or "1")
 
 
+def epilogue_view(view: View, reduce_shape, in_shape) -> View:
+    """A reduce's epilogue reads at the output's index (`view` is over the kernel's output, a
+    reshape of reduce_shape); the same read over the reduce's input shape, stride 0 on the reduced
+    axes, so it can be indexed by the reduce's own loop variables."""
+    return view.reshape(tuple(reduce_shape)).expand(tuple(in_shape))
+
+
 def load_expr(name: str, view: View, idx: Sequence[str], dtype) -> str:
     offset, valid = index_expr(view, idx)
     if valid == "1":

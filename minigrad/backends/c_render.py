@@ -27,7 +27,7 @@ from ..kernel import Const, KernelKind, Load, Op, find_reduce, rewrite, walk
 from ..ops import OPS, ReduceOps, UnaryOps
 from ..view import View
 from .. import rng
-from .c_like import MAXNAN, ExpressionRenderer, c_type, identity, load_expr
+from .c_like import MAXNAN, ExpressionRenderer, c_type, epilogue_view, identity, load_expr
 
 # A loop of fewer elements than this runs on one thread: waking the others costs more than they
 # save (measured on the laptop recipe: 2 threads gained nothing below this size).  A bigger
@@ -223,8 +223,8 @@ def render_reduce(kernel, input_dtypes) -> Tuple[str, list]:
     op, axes = reduce.op, tuple(reduce.arg)
     src = reduce.srcs[0]
     in_shape = src.shape if isinstance(src, Op) else src.view.shape
-    def over_input(view):             # an epilogue's view of the output, over the reduce's input: stride 0 on reduced axes
-        return view.reshape(reduce.shape).expand(in_shape)
+    def over_input(view):
+        return epilogue_view(view, reduce.shape, in_shape)
     epilogue_loads = [Load(n.index, over_input(n.view), n.dtype)
                       for n in walk(kernel.ast, stop={id(reduce)}) if isinstance(n, Load)]
     loads = [n for n in walk(src) if isinstance(n, Load)]

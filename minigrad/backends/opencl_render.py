@@ -19,7 +19,7 @@ import numpy as np
 
 from ..kernel import KernelKind, Load, Op, find_reduce, rewrite, walk
 from ..ops import OPS
-from .c_like import MAXNAN, ExpressionRenderer, c_type, identity, load_expr, unravel
+from .c_like import MAXNAN, ExpressionRenderer, c_type, epilogue_view, identity, load_expr, unravel
 from .. import rng
 
 # matmul tile sizes: a work group of (TSN/WPTN) x (TSM/WPTM) = 16 x 16 items computes a 64 x 64 tile of C
@@ -105,7 +105,7 @@ def render_reduce(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tuple]:
     else:                                     # the epilogue's loads read the output index: stride 0 on reduced axes
         er = ExpressionRenderer(idx, scalars)
         er.names[id(reduce)] = "reduced"
-        epilogue = rewrite(kernel.ast, {id(reduce): reduce}, lambda n: Load(n.index, n.view.reshape(reduce.shape).expand(in_shape), n.dtype))
+        epilogue = rewrite(kernel.ast, {id(reduce): reduce}, lambda n: Load(n.index, epilogue_view(n.view, reduce.shape, in_shape), n.dtype))
         result = er.render(epilogue)
         body += ["if (lid == 0) {", f"  const {t} reduced = partial[0];"] + ["  " + line for line in er.lines]
         body += [f"  out[out_index] = {result};", "}"]

@@ -90,18 +90,19 @@ def kernels_per_step(config, state, batch) -> tuple:
     return len(step.recording.calls), len(step.launch_groups)
 
 
-def torch_steps(config, state):
-    """PyTorch eager's training step on the same model: a function of a batch -> (loss, seconds)."""
+def torch_steps(config, state, device="cpu"):
+    """PyTorch eager's training step on the same model: a function of a batch -> (loss, seconds).
+    On "cuda" the time includes waiting for the GPU (loss.item() synchronizes)."""
     import torch
     import torch.nn.functional as F
     torch.manual_seed(0)
-    params = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in state.items()}
+    params = {k: torch.nn.Parameter(torch.tensor(v, device=device)) for k, v in state.items()}
 
     def forward(idx, targets):
         B, T = idx.shape
         x = params["wte.weight"][idx] + params["wpe.weight"][:T]
         H, D = config.n_head, config.n_embd
-        mask = torch.triu(torch.ones(T, T, dtype=torch.bool), 1)
+        mask = torch.triu(torch.ones(T, T, dtype=torch.bool, device=device), 1)
         for i in range(config.n_layer):
             p = lambda name: params[f"h.{i}.{name}"]  # noqa: E731
             z = F.layer_norm(x, (D,), p("ln_1.weight"), p("ln_1.bias"))
@@ -124,7 +125,7 @@ def torch_steps(config, state):
                             lr=1e-3, betas=(0.9, 0.99))
     def run(x, y):
         t0 = time.perf_counter()
-        loss = forward(torch.tensor(x), torch.tensor(y))
+        loss = forward(torch.tensor(x, device=device), torch.tensor(y, device=device))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
         opt.step()
@@ -220,6 +221,7 @@ def main():
     parser.add_argument("--round", type=int, default=None, help="steps of each in a round (default 6 on S, 2 on M)")
     parser.add_argument("--no-eager", action="store_true", help="skip minigrad without the jit (slow on M)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    parser.add_argument("--torch-device", default="cpu", help="where the PyTorch reference runs (cpu, or cuda on a GPU)")
     parser.add_argument("--profile", action="store_true", help="also time a replay by kernel kind (NumPy backend)")
     parser.add_argument("--out", default=None, help="default: bench/results/gpt_step.json (S) or gpt_step_M.json")
     args = parser.parse_args()
@@ -247,7 +249,7 @@ def main():
         try:
             import torch
             torch.set_num_threads(os.cpu_count() or 1)
-            runners["torch-eager"] = torch_steps(config, state)
+            runners["torch-eager"] = torch_steps(config, state, args.torch_device)
         except ImportError:
             print("(PyTorch not installed: no reference run)")
     results = {name: {"losses": [], "times": []} for name in runners}
@@ -267,11 +269,13 @@ def main():
     for r in results.values():
         r["ms_per_step"] = 1e3 * float(np.median(r.pop("times")))
 
-    kernels, launches = kernels_per_step(config, state, batches[0])
+    # counted on the NumPy backend, the CPU's schedule; a GPU-only run (--devices cl) skips it
+    kernels, launches = kernels_per_step(config, state, batches[0]) if "numpy" in devices else (None, None)
     flops = flops_per_step(config, batch_size, n_params)
     ceiling = matmul_flops_per_s()
     tokens = batch_size * config.block_size
-    print(f"kernels per step: {kernels} ({launches} launches: multi-output kernels run several as one)")
+    if kernels is not None:
+        print(f"kernels per step: {kernels} ({launches} launches: multi-output kernels run several as one)")
     print(f"GPT step, config {args.config}: L={config.n_layer} H={config.n_head} D={config.n_embd} "
           f"T={config.block_size} B={batch_size}, {flops / 1e9:.1f} GFLOP per step "
           f"(median of {steps} steps; np.matmul at 1024: {ceiling / 1e9:.0f} GFLOP/s)")

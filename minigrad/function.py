@@ -222,6 +222,68 @@ def _stacked_sums(parts, axis: int) -> LazyBuffer:
     return stacked.reduce(ReduceOps.SUM, (axis + 1,))
 
 
+class CrossEntropy(Function):
+    """-log softmax(x)[t] for logits x (N, V) and integer targets t (N,), each row's loss
+    logsumexp(x) - x[t], with the backward written out:
+
+        logsumexp(x) = m + log(sum(exp(x - m))),  m = max(x)    (no overflow in exp)
+        dx = (softmax(x) - onehot(t)) * g,        softmax(x) = exp(x - logsumexp(x))
+
+    A row whose target is ignore_index counts 0 and gets no gradient; a target outside [0, V)
+    makes its row NaN (never a silent 0).  reduction "none" gives the rows (N,); "sum" and
+    "mean" (over the rows not ignored) take the total in one reduce over (N, V), without the
+    rows' picked logits: each row's logsumexp sits in column 0, padded out to V columns, and the
+    picked logits come in negated.  So the forward is three reduces (the max, the sum of exps
+    with the log on it, the total) and a count, the backward one elementwise kernel."""
+    def forward(self, x, targets, classes, ignore_index, reduction):
+        N, V = x.shape
+        self.x, self.reduction = x, reduction
+        hit = _across(targets, (N, V), 0).elementwise(BinaryOps.CMPEQ, _across(classes, (N, V), 1))  # onehot(t)
+        const = lambda value, dtype=targets.dtype: LazyBuffer.const(value, (N,), dtype, x.device)  # noqa: E731
+        # each use builds its own (N,) masks, so each kernel computes them inline (a shared node
+        # read broadcast would get a buffer and a kernel of its own)
+        valid = lambda: targets.elementwise(BinaryOps.CMPEQ, const(ignore_index)).elementwise(  # noqa: E731
+            BinaryOps.CMPEQ, const(False, hit.dtype))                                           # t != ignore_index
+        in_range = lambda: const(-1).elementwise(BinaryOps.CMPLT, targets).elementwise(          # noqa: E731
+            BinaryOps.MUL, targets.elementwise(BinaryOps.CMPLT, const(V)))                       # 0 <= t < V
+        self.hit = hit.elementwise(UnaryOps.CAST, arg=x.dtype)
+        self.counted = valid().elementwise(BinaryOps.MUL, in_range())                    # rows that get a gradient
+        peak = x.reduce(ReduceOps.MAX, (1,))                                           # (N, 1)
+        e = x.elementwise(BinaryOps.SUB, peak.movement(MovementOps.EXPAND, (N, V))).elementwise(UnaryOps.EXP)
+        self.lse = e.reduce(ReduceOps.SUM, (1,)).elementwise(UnaryOps.LOG).elementwise(BinaryOps.ADD, peak)   # (N, 1)
+        nan, zero = (LazyBuffer.const(v, (N, 1), x.dtype, x.device) for v in (math.nan, 0.0))
+        rows = valid().movement(MovementOps.RESHAPE, (N, 1)).elementwise(TernaryOps.WHERE, in_range().movement(
+            MovementOps.RESHAPE, (N, 1)).elementwise(TernaryOps.WHERE, self.lse, nan), zero)   # (N, 1): logsumexp, masked
+        picked = _across(valid(), (N, V), 0).elementwise(BinaryOps.MUL, hit).elementwise(
+            TernaryOps.WHERE, x, const_like(x, 0.0))                                    # x[t] where counted, else 0
+        if reduction == "none":
+            return rows.elementwise(BinaryOps.SUB, picked.reduce(ReduceOps.SUM, (1,))).movement(MovementOps.RESHAPE, (N,))
+        terms = rows.movement(MovementOps.PAD, ((0, 0), (0, V - 1))).elementwise(BinaryOps.SUB, picked)
+        total = terms.reduce(ReduceOps.SUM, (0, 1)).movement(MovementOps.RESHAPE, ())
+        if reduction == "sum":
+            return total
+        self.count = valid().elementwise(UnaryOps.CAST, arg=x.dtype).reduce(ReduceOps.SUM, (0,)).movement(
+            MovementOps.RESHAPE, ()).elementwise(BinaryOps.MAX, LazyBuffer.const(1.0, (), x.dtype, x.device))
+        return total.elementwise(BinaryOps.DIV, self.count)
+
+    def backward(self, grad):
+        shape = self.x.shape
+        if self.reduction == "none":
+            g = _across(grad, shape, 0)
+        else:
+            g = grad if self.reduction == "sum" else grad.elementwise(BinaryOps.DIV, self.count)
+            g = g.movement(MovementOps.RESHAPE, (1, 1)).movement(MovementOps.EXPAND, shape)
+        softmax = self.x.elementwise(BinaryOps.SUB, self.lse.movement(MovementOps.EXPAND, shape)).elementwise(UnaryOps.EXP)
+        dx = softmax.elementwise(BinaryOps.SUB, self.hit).elementwise(BinaryOps.MUL, g)
+        return _across(self.counted, shape, 0).elementwise(TernaryOps.WHERE, dx, const_like(dx, 0.0)), None, None
+
+
+def _across(v: LazyBuffer, shape, axis: int) -> LazyBuffer:
+    """A vector broadcast over a 2-D `shape`, lying along `axis`: (N,) -> (N, V) for axis 0."""
+    return v.movement(MovementOps.RESHAPE, (v.shape[0], 1) if axis == 0 else (1, v.shape[0])) \
+        .movement(MovementOps.EXPAND, shape)
+
+
 class Recompute(Function):
     """fn(*inputs) whose backward keeps only the inputs: the forward runs without a graph, and
     backward runs fn again with one and differentiates it.  For chains of cheap elementwise ops

@@ -9,6 +9,8 @@ View), and the "special" ops (matmul, gather, scatter-add) get kernels of their 
 from enum import Enum, auto
 from typing import NamedTuple
 
+import numpy as np
+
 
 class UnaryOps(Enum):
     NEG = auto()
@@ -80,10 +82,9 @@ class OpInfo(NamedTuple):
     """What every part of the engine needs to know of one op, in one place (a new backend reads
     this table; it does not hunt through the others)."""
     c: str                  # C and OpenCL C: {0} {1} {2} the operands, {t} the result's C type
-    numpy: str              # the numpy function the evaluator calls ("erf": numpy has none, the backend's own)
+    numpy: str              # the numpy function the evaluator calls ("erf": numpy has none, erf below)
     result: str = "same"    # the result's dtype: "same" as the operands, "bool", "arg" (CAST's), "second" (WHERE's)
     identity: str = ""      # a reduce's start value: "0", or "lowest" (the dtype's -inf or least integer)
-    keeps_zero: bool = False   # all operands +0 give +0: padding may move through it (schedule rule 4)
 
 
 OPS = {
@@ -94,18 +95,53 @@ OPS = {
     UnaryOps.RECIPROCAL: OpInfo("((({t})1)/{0})", "reciprocal"),
     UnaryOps.ERF: OpInfo("erf({0})", "erf"),
     UnaryOps.SIN: OpInfo("sin({0})", "sin"),
-    UnaryOps.CAST: OpInfo("(({t})({0}))", "astype", result="arg", keeps_zero=True),     # to bool in C: ((uchar)(x != 0))
-    BinaryOps.ADD: OpInfo("({0}+{1})", "add", keeps_zero=True),
-    BinaryOps.SUB: OpInfo("({0}-{1})", "subtract", keeps_zero=True),
-    BinaryOps.MUL: OpInfo("({0}*{1})", "multiply", keeps_zero=True),
+    UnaryOps.CAST: OpInfo("(({t})({0}))", "astype", result="arg"),     # to bool in C: ((uchar)(x != 0))
+    BinaryOps.ADD: OpInfo("({0}+{1})", "add"),
+    BinaryOps.SUB: OpInfo("({0}-{1})", "subtract"),
+    BinaryOps.MUL: OpInfo("({0}*{1})", "multiply"),
     BinaryOps.DIV: OpInfo("({0}/{1})", "divide"),
-    BinaryOps.MAX: OpInfo("maxnan({0},{1})", "maximum", keeps_zero=True),                # NaN wins, as in numpy (c_like.MAXNAN)
+    BinaryOps.MAX: OpInfo("maxnan({0},{1})", "maximum"),                # NaN wins, as in numpy (c_like.MAXNAN)
     BinaryOps.CMPLT: OpInfo("(({t})({0}<{1}))", "less", result="bool"),
     BinaryOps.CMPEQ: OpInfo("(({t})({0}=={1}))", "equal", result="bool"),
-    TernaryOps.WHERE: OpInfo("({0} ? {1} : {2})", "where", result="second", keeps_zero=True),
+    TernaryOps.WHERE: OpInfo("({0} ? {1} : {2})", "where", result="second"),
     ReduceOps.SUM: OpInfo("({0}+{1})", "add", identity="0"),            # folds value {1} into accumulator {0}
     ReduceOps.MAX: OpInfo("maxnan({0},{1})", "maximum", identity="lowest"),
 }
+
+
+def erf(x: np.ndarray, out=None) -> np.ndarray:
+    """erf by Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7): numpy has no erf.
+    erf(x) = sign(x) (1 - t (a1 + t (a2 + ... )) e^(-x^2)),  t = 1 / (1 + p |x|)"""
+    a = np.abs(x)
+    t = 1.0 + 0.3275911 * a
+    np.reciprocal(t, out=t)
+    poly = 1.061405429 * t
+    for coefficient in (-1.453152027, 1.421413741, -0.284496736, 0.254829592):
+        poly += coefficient
+        poly *= t
+    np.square(a, out=a)
+    np.negative(a, out=a)
+    np.exp(a, out=a)
+    poly *= a
+    np.subtract(1.0, poly, out=poly)
+    result = np.copysign(poly, x, out=out)
+    return result.astype(x.dtype, copy=False)
+
+
+# each elementwise op's numpy function, as OPS names it; erf is the one numpy lacks (above)
+UFUNCS = {op: erf if info.numpy == "erf" else getattr(np, info.numpy) for op, info in OPS.items()
+          if not isinstance(op, ReduceOps) and info.numpy not in ("astype", "where")}
+
+
+def apply_numpy(op, values, dtype):
+    """Elementwise op `op` on numpy values, its result of `dtype`: how the NumPy evaluator runs
+    it, and how the scheduler learns what an expression gives in padding (schedule rule 4)."""
+    if op is UnaryOps.CAST:
+        return values[0].astype(dtype)
+    if op is TernaryOps.WHERE:
+        return np.where(values[0], values[1], values[2])
+    return UFUNCS[op](*values)
+
 
 ELEMENTWISE = (UnaryOps, BinaryOps, TernaryOps)
 

@@ -14,8 +14,9 @@ Fusion comes from a few rules about which nodes get a buffer of their own
      to its sources: no padding, and every source read in order from a base of its shape
      (so `mean = sum * (1/D)` broadcast back over D fuses into its consumer; cheap ops
      are recomputed per element read rather than given a buffer and a pass of their own),
-     or only padding (a piece of a cat) and ops that give 0 for zeros (+, -, *, max, where):
-     then each source is padded alike;
+     or padding (a piece of a cat) over such a view, and ops that give 0 for zeros (+, -, *,
+     max, where): then each source is padded alike, and a constant stays a literal where the
+     padding still gives 0 (a factor: 0 * 1/D is 0);
   5. expression trees deeper than MAX_FUSED_DEPTH are cut, so kernels stay small;
   6. a constant becomes a literal in the expression, except where a kernel must read it as
      data: through padding (outside the mask it reads 0, not the constant) or as the input of a
@@ -37,7 +38,7 @@ from . import debug
 from .graph import postorder
 from .kernel import Const, Kernel, KernelKind, Load, Op
 from .lazy import LazyBuffer
-from .ops import OPS, LoadOps, ReduceOps, SpecialOps, is_elementwise
+from .ops import LoadOps, ReduceOps, SpecialOps, apply_numpy, is_elementwise
 from .view import View
 
 MAX_FUSED_DEPTH = 48
@@ -105,62 +106,84 @@ def _squeezed(shape) -> tuple:
     return tuple(n for n in shape if n != 1)
 
 
-def _reads_in_order(s: LazyBuffer, shape) -> bool:
-    """s reads its whole base in order, laid out as `shape` is (equal but for dims of size 1):
-    a View over `shape` then reads s's base exactly as it would read a buffer of that shape."""
-    return _is_plain_reshape(s) and _squeezed(s.base.shape) == _squeezed(shape)
-
-
 def _takes_view(s: LazyBuffer, b: LazyBuffer) -> bool:
     """Can source s of elementwise node b be read through a consumer's unpadded view of b?
-    An unpadded constant can; so can a source that reads a base of b's layout in order."""
-    if s.base.op is LoadOps.CONST and s.base.realized is None:
-        return s.view.mask is None
-    return _reads_in_order(s, b.shape)
+    An unpadded constant can; so can a source that reads its whole base in order (a reshape of
+    it, maybe): its base's memory is then laid out as b's elements are, so any view of b reads
+    it as it would read b."""
+    return _is_literal(s) or _is_plain_reshape(s)
 
 
 def _source_view(s: LazyBuffer, b: LazyBuffer, outer):
     """The View through which source s of inlined elementwise node b is read, when a consumer reads
     b through `outer`; None when no View can say it.  Read in order (a reshape of b), each source is
     reshaped alike; through any other unpadded view, a source that takes the view reads through it
-    (rule 4).  The one place that knows how a view moves down through an inlined node."""
-    if outer.is_contiguous and outer.size == b.size:
-        return s.view.reshape(outer.shape) if outer.shape != b.shape else s.view
-    if outer.mask is None and _takes_view(s, b):
-        return outer
-    padding = _pure_padding(outer, b)
-    if padding is not None and OPS[b.op].keeps_zero and not (s.base.op is LoadOps.CONST and s.base.realized is None):
-        inner = s.view.reshape(tuple(hi - lo for lo, hi in outer.mask))     # zeros in, zero out: pad each source
-        return inner.pad(padding) if inner is not None else None
-    return None
-
-
-def _pure_padding(outer, b: LazyBuffer):
-    """The padding, if `outer` is b read in order (reshaped, perhaps) and padded: a piece of a
-    cat.  None for any other view."""
+    (rule 4).  Through padding, each source is read through the view of the part inside the
+    padding, padded alike (whether b then gives 0 there, _readable asks).  The one place that knows how a view moves down
+    through an inlined node."""
     if outer.mask is None:
-        return None
-    inner = tuple(hi - lo for lo, hi in outer.mask)
-    if math.prod(inner) != b.size:
-        return None
+        if outer.is_contiguous and outer.size == b.size:
+            return s.view.reshape(outer.shape) if outer.shape != b.shape else s.view
+        return outer if _takes_view(s, b) else None
+    if _is_literal(s):            # the same everywhere; what b then gives in padding, _readable asks
+        return View(tuple(outer.shape), (0,) * len(outer.shape))
+    inner = _source_view(s, b, outer.unmasked())
     padding = tuple((lo, n - hi) for (lo, hi), n in zip(outer.mask, outer.shape))
-    return padding if View.contiguous(inner).pad(padding) == outer else None
+    return inner.pad(padding) if inner is not None else None
+
+
+def _is_literal(s: LazyBuffer) -> bool:
+    """A constant read unpadded, not yet given a buffer: a kernel reads it as a literal, the same
+    everywhere (a padded constant gets a buffer, rule 6)."""
+    return s.base.op is LoadOps.CONST and s.base.realized is None and s.view.mask is None
+
+
+def _value_in_padding(b: LazyBuffer, materialize: set):
+    """What inlined node b computes where it is read through padding: every buffer there reads 0,
+    each literal is itself.  x * (1/D) gives 0, exp(x) and x + 1 give 1."""
+    values = []
+    for s in b.srcs:
+        if _is_literal(s):
+            values.append(np.full(1, s.base.arg, s.base.dtype))
+        elif _is_inlined(s.base, materialize) and is_elementwise(s.base.op):
+            values.append(_value_in_padding(s.base, materialize))
+        else:
+            values.append(np.zeros(1, s.base.dtype))
+    with np.errstate(all="ignore"):
+        return apply_numpy(b.op, values, b.dtype)
 
 
 def _is_inlined(b: LazyBuffer, materialize: set) -> bool:
     return b.realized is None and id(b) not in materialize and b.op is not LoadOps.CONST
 
 
-def _readable(b: LazyBuffer, outer, materialize: set) -> bool:
-    """Can a consumer read elementwise base b, inlined, through View `outer`?  Yes when every
-    source has a view (_source_view), and each inlined one is readable through it in turn."""
+def _readable(b: LazyBuffer, view, materialize: set) -> bool:
+    """Can a consumer read elementwise base b, inlined, through `view`?  Yes when every source has
+    a view (_source_view), each inlined one is readable through it in turn, and, where `view` pads
+    b, b gives +0 in the padding (a source inside b padded only by `view` need not: x * onehot is
+    0 there, though onehot's 0 == 0 is 1)."""
+    if not is_elementwise(b.op) or view.mask is not None and not _is_plus_zero(_value_in_padding(b, materialize)):
+        return False
+    return _sources_readable(b, view, materialize)
+
+
+def _sources_readable(b: LazyBuffer, outer, materialize: set) -> bool:
     if not is_elementwise(b.op):
         return False
     for s in b.srcs:
         view = _source_view(s, b, outer)
-        if view is None or (_is_inlined(s.base, materialize) and not _readable(s.base, view, materialize)):
+        if view is None:
+            return False
+        if _is_inlined(s.base, materialize) and not (
+                _readable(s.base, view, materialize) if s.view.mask is not None       # padding of its own
+                else _sources_readable(s.base, view, materialize)):
             return False
     return True
+
+
+def _is_plus_zero(value) -> bool:
+    """+0 (or False): what a padded buffer reads, so what padding may give (-0 would show in 1/x)."""
+    return value.item() == 0 and not (value.dtype.kind == "f" and np.signbit(value).item())
 
 
 def _decide_materialized(order: List[LazyBuffer], targets) -> set:

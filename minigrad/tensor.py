@@ -1221,18 +1221,10 @@ class Tensor:
             bad = values[(values != ignore_index) & ((values < 0) | (values >= num_classes))]
             if bad.size:
                 raise IndexError(f"target {bad[0]} is out of range for {num_classes} classes")
-        valid = targets != ignore_index                                                        # (N,)
-        in_range = (targets >= 0) * (targets < num_classes)                                   # (N,)
-        safe_targets = valid.where(targets, 0)
-        picked = (self.log_softmax(-1) * safe_targets.one_hot(num_classes).cast(self.dtype)).sum(-1)   # (N,)
-        losses = valid.where(in_range.where(-picked, float("nan")), 0.0)                       # (N,)
-        if reduction == "none":
-            return losses
-        if reduction == "sum":
-            return losses.sum()
-        if reduction != "mean":
+        if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-        return losses.sum() / valid.cast(self.dtype).sum().maximum(1.0)
+        classes = Tensor.arange(num_classes, device=self.device, dtype=targets.dtype)
+        return F.CrossEntropy.apply(self._as_float(), targets, classes, ignore_index=ignore_index, reduction=reduction)
 
     def binary_crossentropy(self, targets: Tensor) -> Tensor:
         """Mean of -(y log p + (1 - y) log(1 - p)) for probabilities p = self; logs are clamped at

@@ -252,6 +252,9 @@ def test_cross_entropy_ignore_index(reduction, device):
     targets = np.array([3, -1, -1, 0, 1, 2])     # minigrad's default ignore_index is -1
     parity(lambda t: t.cross_entropy(Tensor(targets, device=device), reduction=reduction), logits, device=device,
            torch_fn=lambda t: TF.cross_entropy(t, torch.tensor(targets), ignore_index=-1, reduction=reduction))
+    targets = np.array([3, 2, 2, 0, 1, 2])      # an ignored class that is also a column: its logits still count
+    parity(lambda t: t.cross_entropy(Tensor(targets, device=device), ignore_index=2, reduction=reduction), logits,
+           device=device, torch_fn=lambda t: TF.cross_entropy(t, torch.tensor(targets), ignore_index=2, reduction=reduction))
 
 
 def test_cross_entropy_large_logits(device):

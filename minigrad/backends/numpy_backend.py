@@ -22,34 +22,12 @@ from numpy.lib.stride_tricks import as_strided
 from ..kernel import Const, KernelKind, Load, Op, find_reduce, walk
 from .. import rng
 from ..rng import uniform
-from ..ops import NORMAL, OPS, LoadOps, ReduceOps, SpecialOps, TernaryOps, UnaryOps
+from ..ops import NORMAL, OPS, UFUNCS, LoadOps, ReduceOps, SpecialOps, apply_numpy
 from .. import debug
 from . import Backend, c_render
 from .compiler import Compiler
 
 
-def erf(x: np.ndarray, out=None) -> np.ndarray:
-    """erf by Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7): numpy has no erf.
-    erf(x) = sign(x) (1 - t (a1 + t (a2 + ... )) e^(-x^2)),  t = 1 / (1 + p |x|)"""
-    a = np.abs(x)
-    t = 1.0 + 0.3275911 * a
-    np.reciprocal(t, out=t)
-    poly = 1.061405429 * t
-    for coefficient in (-1.453152027, 1.421413741, -0.284496736, 0.254829592):
-        poly += coefficient
-        poly *= t
-    np.square(a, out=a)
-    np.negative(a, out=a)
-    np.exp(a, out=a)
-    poly *= a
-    np.subtract(1.0, poly, out=poly)
-    result = np.copysign(poly, x, out=out)
-    return result.astype(x.dtype, copy=False)
-
-
-# ops.OPS names each op's numpy function; erf is the one numpy lacks (above)
-UFUNCS = {op: erf if info.numpy == "erf" else getattr(np, info.numpy) for op, info in OPS.items()
-          if not isinstance(op, ReduceOps) and info.numpy not in ("astype", "where")}
 REDUCERS = {op: getattr(np, info.numpy).reduce for op, info in OPS.items() if isinstance(op, ReduceOps)}
 
 
@@ -306,14 +284,9 @@ class NumpyBackend(Backend):
         else:
             values = [self._eval(s, inputs, bounds, given=given) for s in node.srcs]
             op = node.op
-            if op is UnaryOps.CAST:
-                values = values[0].astype(node.dtype)
-            elif op is TernaryOps.WHERE:
-                values = np.where(values[0], values[1], values[2])
-            elif out is not None and out.shape == (node.shape if bounds is None else _region_shape(node.shape, bounds)):
+            if op in UFUNCS and out is not None and out.shape == (node.shape if bounds is None else _region_shape(node.shape, bounds)):
                 return UFUNCS[op](*values, out=out)
-            else:
-                values = UFUNCS[op](*values)
+            values = apply_numpy(op, values, node.dtype)
         if out is not None:
             out[...] = values
             return out

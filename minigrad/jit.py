@@ -153,6 +153,7 @@ class Recording:
                     at = max(at, b)
                 offset[n] = at
                 placed.append((at, at + nbytes[n], first[n], last[n]))
+            backend.release_kept()                # what the eager calls freed: the arena takes its place
             arena = backend.allocate(max(b for _, b, _, _ in placed), np.uint8)
             for n in numbers:
                 size, dtype, _ = self.specs[n]
@@ -165,6 +166,7 @@ class jit:
         self.state_objects = list(state)
         self.calls = 0
         self.recording = None        # a Recording, once captured
+        self.replayed = False
 
     def _state_tensors(self) -> List[Tensor]:
         found, seen = [], set()
@@ -233,6 +235,10 @@ class jit:
     # ---- replay --------------------------------------------------------------------
     def _replay(self, args):
         check_signature(self.arg_signature, signature(args))
+        if not self.replayed:                      # the buffers the eager calls freed and a backend kept
+            self.replayed = True                   # for reuse: replays use the arena instead
+            for device in {spec[2] for spec in self.recording.specs}:
+                get_backend(device).release_kept()
         state = self._state_tensors()
         if len(state) != len(self.state_pairs):
             raise RuntimeError("the jit's state changed since capture (a parameter was added or removed)")

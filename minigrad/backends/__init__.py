@@ -38,6 +38,9 @@ class Backend:
     def prepare(self, kernels):                      # compile a schedule's kernels before the first runs
         pass                                         # (one compiler run for all, where that is cheaper)
 
+    def release_kept(self):                          # give back freed buffers kept for reuse (the jit
+        pass                                         # does before it makes a replay's arena)
+
     def bind(self, kernel, out, inputs):             # a call running kernel on these buffers (a jit's replay;
         return functools.partial(self.run, kernel, out, inputs)   # the caller keeps the buffers alive)
 

@@ -26,6 +26,7 @@ from ..ops import NORMAL, OPS, UFUNCS, LoadOps, ReduceOps, SpecialOps, apply_num
 from .. import debug
 from . import Backend, c_render
 from .compiler import Compiler
+from .pool import BufferPool
 
 
 REDUCERS = {op: getattr(np, info.numpy).reduce for op, info in OPS.items() if isinstance(op, ReduceOps)}
@@ -54,8 +55,8 @@ def keep_freed_memory() -> bool:
     once); by default glibc then returns those pages to the system and faults fresh ones in for
     the next buffer, which made the laptop recipe's eager step 50% slower (the realize: 88 ms,
     and 59 ms with this).  Fixed thresholds stop that: blocks under 32 MB come from the heap, and
-    up to 256 MB freed at its top is kept.  Big buffers are still mapped and unmapped as before.
-    Elsewhere (macOS, musl) this does nothing; MINIGRAD_KEEP_FREED=0 turns it off."""
+    up to 256 MB freed at its top is kept.  Buffers of 1 MB and more the backend keeps itself
+    (pool.py), for every platform.  Elsewhere (macOS, musl) this does nothing; MINIGRAD_KEEP_FREED=0 turns it off."""
     if os.environ.get("MINIGRAD_KEEP_FREED", "1") == "0" or not sys.platform.startswith("linux"):
         return False
     try:
@@ -88,6 +89,7 @@ class NumpyBackend(Backend):
 
     def __init__(self):
         self.keeps_freed_memory = keep_freed_memory()
+        self.pool = BufferPool()
         self.compiler, self.why_not_compiled = None, "MINIGRAD_CPU=numpy"
         path = cpu_path()
         if path != "numpy":
@@ -207,7 +209,10 @@ class NumpyBackend(Backend):
         return super().bind(kernel, out, inputs)
 
     def allocate(self, size, dtype):
-        return np.empty(size, dtype)
+        return self.pool.allocate(size, dtype)
+
+    def release_kept(self):
+        self.pool.clear()
 
     def as_typed(self, buffer, offset, size, dtype):
         return buffer[offset:offset + size * np.dtype(dtype).itemsize].view(dtype)

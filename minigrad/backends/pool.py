@@ -1,0 +1,79 @@
+"""Freed CPU buffers kept for the next allocation of the same size.
+
+An eager training step allocates its intermediates afresh and frees each after its last reader
+(schedule.run_schedule).  Big ones (numpy maps anything over 32 MB straight from the system)
+went back to the system when freed, and the next step's buffers of the same sizes came back as
+new pages, each one zeroed by the kernel on first touch: on the shakespeare-char model that was
+over 7 GB of page faults a step, 4-8 s of system time.  The pool keeps a freed buffer and hands it
+to the next allocation of the same number of bytes.
+
+It never holds more than the busiest moment needed: before a buffer of a size it lacks is made,
+it lets go of at least as many bytes of others, so buffers in use plus buffers kept never exceed
+the most that were ever in use at once.  A kept buffer is handed out again only when nothing else
+refers to its memory (a numpy view of it that outlived the tensor keeps it out of use: numpy
+views point at the memory's owner, the block, whose reference count says so).
+"""
+import mmap
+import sys
+import weakref
+from collections import OrderedDict
+
+import numpy as np
+
+MIN_POOLED = 1 << 20          # smaller buffers come from malloc's heap, which reuses them already
+
+
+class BufferPool:
+    def __init__(self, slack: float = 1.0):
+        self.kept = OrderedDict()      # id(block) -> block, oldest first
+        self.kept_bytes = self.in_use = self.peak = 0
+        self.slack = slack
+
+    def allocate(self, size: int, dtype) -> np.ndarray:
+        """An uninitialized 1-D array of `size` elements of `dtype`."""
+        dtype = np.dtype(dtype)
+        nbytes = size * dtype.itemsize
+        if nbytes < MIN_POOLED:
+            return np.empty(size, dtype)
+        block = self._take(nbytes)
+        if block is None:
+            self._let_go(nbytes)
+            block = np.frombuffer(mmap.mmap(-1, nbytes), np.uint8)    # its own mapping: dropped, it
+                                                                      # goes back to the system at once
+        self.in_use += block.nbytes
+        self.peak = max(self.peak, self.in_use)
+        array = block[:nbytes].view(dtype)
+        weakref.finalize(array, self._keep, block).atexit = False
+        return array
+
+    def _take(self, nbytes: int):
+        """The smallest kept block that holds `nbytes` and is at most twice that, if any."""
+        best = None
+        for key in list(self.kept):
+            block = self.kept[key]
+            # references: self.kept, `block` here, getrefcount's argument; more is a live view
+            if nbytes <= block.nbytes <= 2 * nbytes and (best is None or block.nbytes < best[1].nbytes) \
+                    and sys.getrefcount(block) <= 3:
+                best = key, block
+        if best is None:
+            return None
+        del self.kept[best[0]]
+        self.kept_bytes -= best[1].nbytes
+        return best[1]
+
+    def _let_go(self, nbytes: int) -> None:
+        """Drop kept blocks, oldest first, until `nbytes` more would not exceed the peak so far."""
+        limit = self.slack * max(self.peak, self.in_use + nbytes)
+        while self.kept and self.in_use + self.kept_bytes + nbytes > limit:
+            _, block = self.kept.popitem(last=False)
+            self.kept_bytes -= block.nbytes
+
+    def _keep(self, block: np.ndarray) -> None:
+        self.in_use -= block.nbytes
+        self.kept[id(block)] = block
+        self.kept_bytes += block.nbytes
+
+    def clear(self) -> None:
+        """Give every kept buffer back (the jit does before it plans a replay's memory)."""
+        self.kept.clear()
+        self.kept_bytes = 0

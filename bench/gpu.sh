@@ -15,7 +15,8 @@ for config in M S; do
     timeout "${BENCH_SECONDS:-150}" python3 bench/gpt_step.py --config $config --devices cl --no-eager \
         --torch-device cuda --steps 10 --out "$out/gpt_step_${config}_gpu.json" 2>&1 | tee "$out/bench_$config.log"
 done
-parallel=""; python3 -c "import xdist" 2>/dev/null && parallel="-n ${TEST_WORKERS:-12}"
-MINIGRAD_TEST_BACKENDS=cl timeout "${TEST_SECONDS:-240}" python3 -m pytest -q -p no:cacheprovider $parallel \
-    -W ignore::pytest.PytestUnraisableExceptionWarning tests > "$out/tests.log" 2>&1
+parallel=""; python3 -c "import xdist" 2>/dev/null && parallel="-n ${TEST_WORKERS:-15}"
+# the op suite on the GPU's OpenCL (and every test that takes no device); -rfE names each failure
+MINIGRAD_TEST_BACKENDS=cl timeout "${TEST_SECONDS:-240}" python3 -m pytest -q -rfE -p no:cacheprovider -p no:benchmark \
+    $parallel -k "${TEST_FILTER:-not test_distributed}" tests > "$out/tests.log" 2>&1
 echo "tests exit code $?"; tail -40 "$out/tests.log"

@@ -67,7 +67,7 @@ RUNS = [
 def run(env: dict, program: str) -> str:
     """The program's output (stdout, then the last line of stderr if it failed), run from the repo root."""
     full_env = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "NAN", "MINIGRAD_DEVICE")}
-    full_env.update(env, PYTHONPATH=ROOT, PYTHONWARNINGS="ignore")
+    full_env.update(env, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])), PYTHONWARNINGS="ignore")
     done = subprocess.run([sys.executable, "-c", program], env=full_env, cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     out = done.stdout.rstrip()

@@ -103,7 +103,7 @@ def test_resume_refuses_a_loss_plot_it_could_not_write(run, capsys):
 
 def run_cli(*args, env=None):
     """`python -m gpt ...` in a fresh process."""
-    environment = {**os.environ, "PYTHONPATH": REPO, **(env or {})}
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])), **(env or {})}
     return subprocess.run([sys.executable, "-m", "gpt", *args], capture_output=True, text=True, timeout=120,
                           env=environment)
 

@@ -15,6 +15,7 @@ views point at the memory's owner, the block, whose reference count says so).
 """
 import mmap
 import sys
+import threading
 import weakref
 from collections import OrderedDict
 
@@ -24,10 +25,11 @@ MIN_POOLED = 1 << 20          # smaller buffers come from malloc's heap, which r
 
 
 class BufferPool:
-    def __init__(self, slack: float = 1.0):
+    def __init__(self):
         self.kept = OrderedDict()      # id(block) -> block, oldest first
-        self.kept_bytes = self.in_use = self.peak = 0
-        self.slack = slack
+        self.kept_bytes = 0
+        self.in_use = self.peak = 0    # bytes of the blocks handed out now, and at most so far
+        self.lock = threading.RLock()  # a tensor freed in another thread returns its block there
 
     def allocate(self, size: int, dtype) -> np.ndarray:
         """An uninitialized 1-D array of `size` elements of `dtype`."""
@@ -35,13 +37,14 @@ class BufferPool:
         nbytes = size * dtype.itemsize
         if nbytes < MIN_POOLED:
             return np.empty(size, dtype)
-        block = self._take(nbytes)
-        if block is None:
-            self._let_go(nbytes)
-            block = np.frombuffer(mmap.mmap(-1, nbytes), np.uint8)    # its own mapping: dropped, it
-                                                                      # goes back to the system at once
-        self.in_use += block.nbytes
-        self.peak = max(self.peak, self.in_use)
+        with self.lock:
+            block = self._take(nbytes)
+            if block is None:
+                self._let_go(nbytes)
+                block = np.frombuffer(mmap.mmap(-1, nbytes), np.uint8)    # its own mapping: dropped,
+                                                                          # it goes back at once
+            self.in_use += block.nbytes
+            self.peak = max(self.peak, self.in_use)
         array = block[:nbytes].view(dtype)
         weakref.finalize(array, self._keep, block).atexit = False
         return array
@@ -62,18 +65,21 @@ class BufferPool:
         return best[1]
 
     def _let_go(self, nbytes: int) -> None:
-        """Drop kept blocks, oldest first, until `nbytes` more would not exceed the peak so far."""
-        limit = self.slack * max(self.peak, self.in_use + nbytes)
+        """Drop kept blocks, oldest first, until `nbytes` more would not exceed the peak so far
+        (or the blocks in use plus `nbytes`, if that is higher: a new peak)."""
+        limit = max(self.peak, self.in_use + nbytes)
         while self.kept and self.in_use + self.kept_bytes + nbytes > limit:
             _, block = self.kept.popitem(last=False)
             self.kept_bytes -= block.nbytes
 
     def _keep(self, block: np.ndarray) -> None:
-        self.in_use -= block.nbytes
-        self.kept[id(block)] = block
-        self.kept_bytes += block.nbytes
+        with self.lock:
+            self.in_use -= block.nbytes
+            self.kept[id(block)] = block
+            self.kept_bytes += block.nbytes
 
     def clear(self) -> None:
         """Give every kept buffer back (the jit does before it plans a replay's memory)."""
-        self.kept.clear()
-        self.kept_bytes = 0
+        with self.lock:
+            self.kept.clear()
+            self.kept_bytes = 0

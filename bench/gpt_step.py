@@ -131,6 +131,7 @@ def torch_steps(config, state, device="cpu"):
         opt.step()
         opt.zero_grad()
         return loss.item(), time.perf_counter() - t0
+    run.params = params                                  # for scripts that compare the weights
     return run
 
 

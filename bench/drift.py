@@ -30,19 +30,20 @@ CONFIG = GPTConfig(vocab_size=65, block_size=32, n_layer=2, n_head=4, n_embd=64,
 STEPS = 20
 
 
-def start():
+def start(config=CONFIG, batch_size=8, steps=STEPS):
     """The fixed weights (float64) and batches every run starts from."""
     rng = np.random.default_rng(0)
     Tensor.manual_seed(0)
-    shapes = {k: v.shape for k, v in GPT(CONFIG).state_dict().items()}
+    shapes = {k: v.shape for k, v in GPT(config).state_dict().items()}
     state = {k: rng.standard_normal(shape) * 0.05 + (1.0 if k.endswith(".weight") and "ln" in k else 0.0)
              for k, shape in shapes.items()}
-    return state, rng.integers(0, CONFIG.vocab_size, size=(STEPS, 8, CONFIG.block_size + 1))
+    return state, rng.integers(0, config.vocab_size, size=(steps, batch_size, config.block_size + 1))
 
 
-def minigrad_run(state, batches, dtype, device):
+def minigrad_run(state, batches, dtype, device, config=CONFIG):
+    """(losses, weights) after training from `state` on `batches`, with parameters of `dtype`."""
     Tensor.manual_seed(0)
-    model = GPT(CONFIG)
+    model = GPT(config)
     model.load_state_dict({k: v.astype(np.float32) for k, v in state.items()})
     for p, (name, value) in zip(model.parameters(), model.state_dict().items()):
         assert p.shape == value.shape, "parameters() and state_dict() list the weights in one order"

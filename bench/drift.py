@@ -15,16 +15,12 @@ change that keeps the maths shows there as differences near 1e-13.  Writes bench
 import argparse
 import json
 import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gpt_step import torch_steps  # noqa: E402
-
-from gpt.model import GPT, GPTConfig  # noqa: E402
-from gpt.train import make_train_step  # noqa: E402
-from minigrad import Tensor  # noqa: E402
+from gpt.model import GPT, GPTConfig
+from gpt.train import make_train_step
+from minigrad import Tensor
 
 CONFIG = GPTConfig(vocab_size=65, block_size=32, n_layer=2, n_head=4, n_embd=64, dropout=0.0, bias=True)
 STEPS = 20
@@ -55,6 +51,7 @@ def minigrad_run(state, batches, dtype, device, config=CONFIG):
 
 
 def torch_run(state, batches):
+    from gpt_step import torch_steps                     # bench/ is on the path when this runs as a script
     run = torch_steps(CONFIG, {k: v.astype(np.float32) for k, v in state.items()})
     losses = [run(b[:, :-1], b[:, 1:])[0] for b in batches]
     return np.array(losses), {k: p.detach().numpy().astype(np.float64) for k, p in run.params.items()}

@@ -226,3 +226,46 @@ def test_device_index_suffix_takes_the_nth_match():
     assert pick_device(pairs, wish="gpu:4") is gpus[1]           # 4 processes on 3 GPUs: round
     assert pick_device(pairs, wish="portable:1") is cpu          # one match: every index takes it
     assert pick_device(pairs, wish="gpu") is gpus[0]
+
+
+def test_a_jit_replay_runs_adamw_and_elementwise_runs_as_multi_output_kernels(cl):
+    """As on the compiled CPU path, a replay runs consecutive elementwise kernels of one shape as
+    one kernel with several outputs (opencl_render.render_group): AdamW's m, v and weights of a
+    whole parameter group in one launch, a value read only inside the run kept in a register."""
+    from minigrad.kernel import KernelKind
+    from test_jit import train
+    eager_losses, eager_weights, _ = train("cl", use_jit=False)
+    Tensor.manual_seed(0)
+    jit_losses, jit_weights, _ = train("cl", use_jit=True, keep=True)
+    step = jit_losses.pop()
+    np.testing.assert_allclose(jit_losses, eager_losses, rtol=1e-6)
+    for a, b in zip(jit_weights, eager_weights):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    calls = step.recording.calls
+    n = sum(p.numel() for p in step.state_objects[0].parameters())
+    assert [g for g in step.launch_groups if len(g) >= 3 and all(
+        calls[i][0].kind is KernelKind.ELEMENTWISE and calls[i][0].output.shape == (n,) for i in g)], \
+        "the group's m, v and weight updates should be one launch"
+
+    x = Tensor(np.linspace(-1, 1, 4096, dtype=np.float32), device="cl")
+    y = Tensor(np.linspace(2, 3, 4096, dtype=np.float32), device="cl")
+
+    def f(x, y):
+        s = (x * y).exp()
+        u = s * x + s
+        return (s - y) * u + u * 2
+    run = minigrad.jit(f)
+    for _ in range(5):
+        out = run(x, y)
+    xs, ys = x.numpy().astype(np.float64), y.numpy().astype(np.float64)
+    s = np.exp(xs * ys)
+    np.testing.assert_allclose(out.numpy(), (s - ys) * (s * xs + s) + (s * xs + s) * 2, rtol=1e-5, atol=1e-3)
+    assert run.launch_groups == [[0, 1, 2]]
+    source = render_group_source(run)
+    assert source.count("out0[gid]") == 1 and "out1" not in source, "s and u stay in registers"
+
+
+def render_group_source(run) -> str:
+    from minigrad.backends.opencl_render import render_group
+    kernels, sources, stores, inputs, _ = run._group_spec([0, 1, 2])
+    return render_group(list(zip(kernels, sources, stores)), [np.dtype(np.float32)] * len(inputs), "g")[0]

@@ -6,6 +6,7 @@ Device choice: MINIGRAD_CL_DEVICE="gpu", "cpu", or a substring of a platform or 
 name (e.g. "pocl", "nvidia"); by default the first GPU found, else the first other device.
 A ":n" suffix ("gpu:1") takes the n-th match: one GPU per process of a multi-GPU job.
 """
+import functools
 import os
 import time
 import warnings
@@ -15,10 +16,10 @@ import numpy as np
 
 from .. import debug
 from . import Backend
-from ..kernel import KernelKind
+from ..kernel import KernelKind, Load, walk
 from ..ops import NORMAL
 from .numpy_backend import _check_index, random_values, read
-from .opencl_render import render
+from .opencl_render import render, render_group
 
 INSTALL_HINT = ("install an OpenCL driver: your GPU vendor's, or PoCL to run OpenCL on the CPU "
                 "(Debian/Ubuntu: apt-get install pocl-opencl-icd), and the Python binding: pip install pyopencl")
@@ -70,11 +71,13 @@ def pick_device(pairs, wish=None):
 
 
 class CLBuffer:
-    """A device buffer that goes back to its pool when the last reference to it dies."""
-    __slots__ = ("buf", "nbytes", "pool", "__weakref__")
+    """A device buffer that goes back to its pool when the last reference to it dies.  A sub-buffer
+    of a jit's arena knows the arena and where in it it lies (`whole`, `offset`)."""
+    __slots__ = ("buf", "nbytes", "pool", "whole", "offset", "__weakref__")
 
-    def __init__(self, buf, nbytes, pool):
+    def __init__(self, buf, nbytes, pool, whole=None, offset=0):
         self.buf, self.nbytes, self.pool = buf, nbytes, pool
+        self.whole, self.offset = (whole if whole is not None else buf), offset
 
     def __del__(self):
         if self.pool is None:                  # a sub-buffer of a jit's arena: not ours to pool
@@ -120,7 +123,7 @@ class OpenCLBackend(Backend):
     def as_typed(self, buffer, offset, size, dtype):
         """A sub-buffer of an arena (OpenCL buffers are untyped); it never goes to the pool."""
         nbytes = max(1, size) * np.dtype(dtype).itemsize
-        return CLBuffer(buffer.buf.get_sub_region(offset, nbytes), nbytes, None)
+        return CLBuffer(buffer.buf.get_sub_region(offset, nbytes), nbytes, None, buffer.whole, buffer.offset + offset)
 
     def copy_in(self, array):
         array = np.ascontiguousarray(array)
@@ -158,6 +161,40 @@ class OpenCLBackend(Backend):
             kernel = program.all_kernels()[0]
             self.programs[source] = kernel
         return kernel
+
+    # ---- multi-output kernels (a jit's groups) -------------------------------------------
+    def groups_kernel(self, kernel) -> bool:
+        """May `kernel` join a multi-output kernel (opencl_render.render_group)?"""
+        return kernel.kind is KernelKind.ELEMENTWISE and kernel.output.size > 0
+
+    def _group_program(self, kernels, sources, stores, input_dtypes):
+        source, global_size, _, scalars = render_group(list(zip(kernels, sources, stores)), input_dtypes,
+                                                       name="group_kernel")
+        if debug.DEBUG >= 3:
+            print(source)
+        return self._compile(source), global_size, [dtype.type(value) for value, dtype in scalars]
+
+    def prepare_groups(self, groups) -> None:
+        for kernels, sources, stores, input_dtypes in groups:
+            self._group_program(kernels, sources, stores, input_dtypes)
+
+    def bind_group(self, kernels, sources, stores, inputs, outputs):
+        """One launch of the group's kernels as one, or None where two of its buffers share bytes
+        (sub-buffers of a jit's arena: one kernel doing the work of several would interleave their
+        reads and writes) or an output is also an input."""
+        spans = sorted((b.whole.int_ptr, b.offset, b.offset + b.nbytes) for b in {id(b): b for b in inputs + outputs}.values())
+        if any(w1 == w2 and start < end for (w1, _, end), (w2, start, _) in zip(spans, spans[1:])) or \
+                any(o is i for o in outputs for i in inputs):          # (the kernel's pointers are restrict)
+            return None
+        dtypes = [None] * len(inputs)                  # (OpenCL buffers are untyped: the loads say)
+        for kernel, own in zip(kernels, sources):
+            for load in (n for n in walk(kernel.ast) if isinstance(n, Load)):
+                where, k = own[load.index]
+                if where == "in":
+                    dtypes[k] = load.dtype
+        program, global_size, scalar_args = self._group_program(kernels, sources, stores, dtypes)
+        return functools.partial(program, self.queue, global_size, None, *[b.buf for b in outputs],
+                                 *[b.buf for b in inputs], *scalar_args)
 
     def run(self, kernel, out, inputs):
         root = kernel.ast

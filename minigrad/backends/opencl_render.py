@@ -63,6 +63,37 @@ def render_elementwise(kernel, input_dtypes, name: str) -> Tuple[str, tuple, tup
     return _source(kernel, input_dtypes, scalars, name, body), (n,), None, scalars
 
 
+def render_group(members, input_dtypes, name: str):
+    """Several elementwise kernels of one shape as one kernel with several outputs (a jit's run of
+    them, see jit._launch_groups): `members` is [(kernel, sources, store)], sources[i] saying
+    what the kernel's input i is, ("in", k) the group's input k or ("member", j) the value an
+    earlier member computes (the same work item's, from a register), and store whether its value
+    is written.  One work item per element, as render_elementwise.  (source, global size, None,
+    scalar arguments)."""
+    shape = members[0][0].output.shape
+    n = max(1, math.prod(shape))
+    roots = []
+    for kernel, sources, _ in members:
+        def load(node, sources=sources):
+            where, k = sources[node.index]
+            return roots[k] if where == "member" else Load(k, node.view, node.dtype)
+        roots.append(rewrite(kernel.ast, {}, load))
+    idx = [f"i{k}" for k in range(len(shape))]
+    scalars = []
+    r = ExpressionRenderer(idx, scalars)
+    results = [r.render(root) for root in roots]
+    stored = [(m, kernel.output.dtype) for m, (kernel, _, store) in enumerate(members) if store]
+    body = ["const int gid = get_global_id(0);", f"if (gid >= {n}) return;"] + unravel("gid", shape, idx) + r.lines
+    body += [f"out{o}[gid] = {results[m]};" for o, (m, _) in enumerate(stored)]
+    dtypes_used = [d for _, d in stored] + list(input_dtypes) + [x.dtype for root in roots for x in walk(root)]
+    pragma = "#pragma OPENCL EXTENSION cl_khr_fp64 : enable\n" if any(d == np.float64 for d in dtypes_used) else ""
+    params = [f"__global {c_type(d)}* restrict out{o}" for o, (_, d) in enumerate(stored)]
+    params += [f"__global const {c_type(d)}* restrict in{i}" for i, d in enumerate(input_dtypes)]
+    params += [f"const {c_type(d)} c{i}" for i, (_, d) in enumerate(scalars)]
+    source = f"{pragma}{MAXNAN}__kernel void {name}({', '.join(params)}) {{\n  " + "\n  ".join(body) + "\n}\n"
+    return source, (n,), None, scalars
+
+
 def reduce_group_size(reduced: int) -> int:
     size = 1
     while size < reduced and size < 128:

@@ -106,14 +106,6 @@ def _squeezed(shape) -> tuple:
     return tuple(n for n in shape if n != 1)
 
 
-def _takes_view(s: LazyBuffer, b: LazyBuffer) -> bool:
-    """Can source s of elementwise node b be read through a consumer's unpadded view of b?
-    An unpadded constant can; so can a source that reads its whole base in order (a reshape of
-    it, maybe): its base's memory is then laid out as b's elements are, so any view of b reads
-    it as it would read b."""
-    return _is_literal(s) or _is_plain_reshape(s)
-
-
 def _source_view(s: LazyBuffer, b: LazyBuffer, outer):
     """The View through which source s of inlined elementwise node b is read, when a consumer reads
     b through `outer`; None when no View can say it.  Read in order (a reshape of b), each source is
@@ -121,12 +113,12 @@ def _source_view(s: LazyBuffer, b: LazyBuffer, outer):
     (rule 4).  Through padding, each source is read through the view of the part inside the
     padding, padded alike (whether b then gives 0 there, _readable asks).  The one place that knows how a view moves down
     through an inlined node."""
+    if _is_literal(s):            # one value everywhere (a literal, or rule 6's one-element fill when a
+        return View(tuple(outer.shape), (0,) * len(outer.shape))     # reduce reads it too); padding: _readable
     if outer.mask is None:
         if outer.is_contiguous and outer.size == b.size:
             return s.view.reshape(outer.shape) if outer.shape != b.shape else s.view
-        return outer if _takes_view(s, b) else None
-    if _is_literal(s):            # the same everywhere; what b then gives in padding, _readable asks
-        return View(tuple(outer.shape), (0,) * len(outer.shape))
+        return outer if _is_plain_reshape(s) else None        # its base's memory is laid out as b's elements
     inner = _source_view(s, b, outer.unmasked())
     padding = tuple((lo, n - hi) for (lo, hi), n in zip(outer.mask, outer.shape))
     return inner.pad(padding) if inner is not None else None
@@ -157,17 +149,22 @@ def _is_inlined(b: LazyBuffer, materialize: set) -> bool:
     return b.realized is None and id(b) not in materialize and b.op is not LoadOps.CONST
 
 
-def _readable(b: LazyBuffer, view, materialize: set) -> bool:
+def _readable(b: LazyBuffer, view, materialize: set, padded: list = None) -> bool:
     """Can a consumer read elementwise base b, inlined, through `view`?  Yes when every source has
     a view (_source_view), each inlined one is readable through it in turn, and, where `view` pads
     b, b gives +0 in the padding (a source inside b padded only by `view` need not: x * onehot is
     0 there, though onehot's 0 == 0 is 1)."""
-    if not is_elementwise(b.op) or view.mask is not None and not _is_plus_zero(_value_in_padding(b, materialize)):
+    if not is_elementwise(b.op):
         return False
-    return _sources_readable(b, view, materialize)
+    if view.mask is not None:
+        if not _is_plus_zero(_value_in_padding(b, materialize)):
+            return False
+        if padded is not None:
+            padded.append(b)                      # judged by its value in padding: _recheck_padding
+    return _sources_readable(b, view, materialize, padded)
 
 
-def _sources_readable(b: LazyBuffer, outer, materialize: set) -> bool:
+def _sources_readable(b: LazyBuffer, outer, materialize: set, padded: list = None) -> bool:
     if not is_elementwise(b.op):
         return False
     for s in b.srcs:
@@ -175,8 +172,8 @@ def _sources_readable(b: LazyBuffer, outer, materialize: set) -> bool:
         if view is None:
             return False
         if _is_inlined(s.base, materialize) and not (
-                _readable(s.base, view, materialize) if s.view.mask is not None       # padding of its own
-                else _sources_readable(s.base, view, materialize)):
+                _readable(s.base, view, materialize, padded) if s.view.mask is not None       # padding of its own
+                else _sources_readable(s.base, view, materialize, padded)):
             return False
     return True
 
@@ -189,6 +186,7 @@ def _is_plus_zero(value) -> bool:
 def _decide_materialized(order: List[LazyBuffer], targets) -> set:
     """Apply rules 1-5: the ids of the bases that get their own buffer."""
     materialize = {id(t.base) for t in targets}
+    judged = []                                    # inlined nodes judged by their value in padding
     read_sizes: Dict[int, list] = {}               # base -> the size each consumer reads it at
     for node in order:
         for src in node.srcs:
@@ -211,8 +209,9 @@ def _decide_materialized(order: List[LazyBuffer], targets) -> set:
             elif b.op is LoadOps.CONST:
                 if src.view.mask is not None or isinstance(op, ReduceOps):
                     materialize.add(id(b))             # a padded constant is not a constant
-            elif not _readable(b, src.view, materialize):
-                materialize.add(id(b))
+            else:
+                if not _readable(b, src.view, materialize, judged):
+                    materialize.add(id(b))
         reads = read_sizes.get(id(node), ())
         if is_elementwise(op) and len(reads) > 1 and not _cheap_to_recompute(node, materialize, reads):
             materialize.add(id(node))
@@ -222,9 +221,25 @@ def _decide_materialized(order: List[LazyBuffer], targets) -> set:
         if depth[id(node)] > MAX_FUSED_DEPTH:
             materialize.add(id(node))
             depth[id(node)] = 0
+    _recheck_padding(judged, materialize)
     if not anomaly:
         _fuse_epilogues(order, materialize, {id(t.base) for t in targets}, depth)
     return materialize
+
+
+def _recheck_padding(judged: list, materialize: set) -> None:
+    """Rule 4 judged each node read through padding by what it gives there with its sources inlined
+    as they were then.  A later rule may have given one of them a buffer, which reads 0 in the
+    padding where its expression did not (exp(x) - 1 gives 0 there, but 0 - 1 once exp(x) is a
+    buffer): ask each such node again, giving a buffer to any that fails, until none does.  (Only
+    the value can change: a source with a buffer is read through any view.)"""
+    changed = True
+    while changed:
+        changed = False
+        for b in judged:
+            if _is_inlined(b, materialize) and not _is_plus_zero(_value_in_padding(b, materialize)):
+                materialize.add(id(b))
+                changed = True
 
 
 def _fuse_epilogues(order: List[LazyBuffer], materialize: set, targets: set, depth: Dict[int, int]) -> None:

@@ -181,6 +181,38 @@ def test_a_cat_of_sums_is_one_kernel_unless_an_op_turns_the_padding_into_somethi
         np.testing.assert_allclose(out.numpy(), want, rtol=1e-6, err_msg=what)
 
 
+def test_a_padded_read_is_judged_again_when_a_source_gets_a_buffer(device):
+    """exp(y) - 1 gives 0 in padding while exp(y) is inlined, so the cat reads it unbuffered; the
+    cat's other piece (a transpose) then gives exp(y) a buffer, which reads 0 there, so 0 - 1 would
+    land in the padding.  Rule 4 asks again once every buffer is decided (_recheck_padding); in
+    either order of two targets too."""
+    y = np.arange(4, dtype=np.float32).reshape(1, 4) / 4
+    d = np.exp(np.broadcast_to(y, (4, 4)))
+    D = Tensor(y, device=device).expand(4, 4).exp()
+    np.testing.assert_allclose(Tensor.cat(D - 1, D.permute(1, 0), dim=1).numpy(), np.concatenate([d - 1, d.T], 1),
+                               rtol=1e-6, atol=1e-6)
+    w, v = np.ones((4, 8), np.float32), np.ones((4, 4), np.float32)
+    for first in (0, 1):
+        D = Tensor(y, device=device).expand(4, 4).exp()
+        c1 = (D - 1).pad(((0, 0), (0, 4))) + Tensor(w, device=device)
+        c2 = D.permute(1, 0) + Tensor(v, device=device)
+        minigrad.realize(*([c1, c2] if first == 0 else [c2, c1]))
+        np.testing.assert_allclose(c1.numpy(), np.pad(d - 1, ((0, 0), (0, 4))) + w, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(c2.numpy(), d.T + v, rtol=1e-6)
+
+
+def test_a_constant_filled_for_a_reduce_is_read_alike_everywhere(device):
+    """A constant that a reduce also reads gets a one-element buffer (rule 6); an inlined node that
+    reads it through a transposed view must read that one element, not step through memory."""
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    c = Tensor.full((3, 4), 2.0, device=device)
+    total = c.sum()
+    out = (Tensor(x, device=device) + c).permute(1, 0) * Tensor(np.ones((4, 3), np.float32), device=device)
+    minigrad.realize(out, total)
+    np.testing.assert_array_equal(out.numpy(), (x + 2).T)
+    assert total.item() == 24.0
+
+
 def test_max_and_maximum_keep_nan_on_every_device(device):
     """As numpy: a NaN wins max and maximum from either side (OpenCL's fmax dropped it, silently)."""
     a = np.array([[1, np.nan, 3], [4, 5, 6]], np.float32)

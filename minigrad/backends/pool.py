@@ -30,6 +30,8 @@ class BufferPool:
         self.kept_bytes = 0
         self.in_use = self.peak = 0    # bytes of the blocks handed out now, and at most so far
         self.lock = threading.RLock()  # a tensor freed in another thread returns its block there
+        probe = {0: np.empty(1)}       # how many references this interpreter counts for a block only
+        self.idle_references = _references(probe, 0)      # the pool holds (they differ by version)
 
     def allocate(self, size: int, dtype) -> np.ndarray:
         """An uninitialized 1-D array of `size` elements of `dtype`."""
@@ -53,10 +55,10 @@ class BufferPool:
         """The smallest kept block that holds `nbytes` and is at most twice that, if any."""
         best = None
         for key in list(self.kept):
+            if _references(self.kept, key) > self.idle_references:
+                continue                               # a view of it is alive
             block = self.kept[key]
-            # references: self.kept, `block` here, getrefcount's argument; more is a live view
-            if nbytes <= block.nbytes <= 2 * nbytes and (best is None or block.nbytes < best[1].nbytes) \
-                    and sys.getrefcount(block) <= 3:
+            if nbytes <= block.nbytes <= 2 * nbytes and (best is None or block.nbytes < best[1].nbytes):
                 best = key, block
         if best is None:
             return None
@@ -83,3 +85,8 @@ class BufferPool:
         with self.lock:
             self.kept.clear()
             self.kept_bytes = 0
+
+
+def _references(kept: dict, key) -> int:
+    """sys.getrefcount of kept[key], counted the same way for the probe and for every check."""
+    return sys.getrefcount(kept[key])

@@ -11,12 +11,13 @@ Fusion comes from a few rules about which nodes get a buffer of their own
      then each consumer recomputes it;
   4. an elementwise node read through a View that is not a plain reshape of it
      (a permute, an expand, padding) is materialized, unless the View can be pushed down
-     to its sources: no padding, and every source read in order from a base of its shape
-     (so `mean = sum * (1/D)` broadcast back over D fuses into its consumer; cheap ops
+     to its sources: no padding, and every source a constant or a whole buffer read in
+     order (so `mean = sum * (1/D)` broadcast back over D fuses into its consumer; cheap ops
      are recomputed per element read rather than given a buffer and a pass of their own),
-     or padding (a piece of a cat) over such a view, and ops that give 0 for zeros (+, -, *,
-     max, where): then each source is padded alike, and a constant stays a literal where the
-     padding still gives 0 (a factor: 0 * 1/D is 0);
+     or padding (a piece of a cat) over such a view where the node gives +0, every buffer
+     reading 0 there and each constant itself (a + b, x * 1/D, x * onehot; not exp(x) or
+     x + 1): then each source is padded alike.  That value is asked again once every buffer
+     is decided, since a source given a buffer later reads 0 there (_recheck_padding);
   5. expression trees deeper than MAX_FUSED_DEPTH are cut, so kernels stay small;
   6. a constant becomes a literal in the expression, except where a kernel must read it as
      data: through padding (outside the mask it reads 0, not the constant) or as the input of a

@@ -95,3 +95,14 @@ def pytest_sessionfinish(session, exitstatus):
     if os.environ.get("CI") and skipped and exitstatus == 0:
         reporter.write_line(f"CI: {skipped} test(s) skipped; a skip in CI is a failure (install what they need)")
         session.exitstatus = 1
+
+
+def bench_module(name: str):
+    """bench/<name>.py as a module, loaded by its path: bench/ stays off sys.path, where its
+    sample.py would shadow the examples' (tests import those by name)."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

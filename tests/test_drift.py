@@ -7,7 +7,6 @@ in a checkout of that commit; the weights stored as float32, which rounds them b
 Fusing kernels, writing a backward out, summing in another order changes float64 results by
 about 1e-13; a change of the maths (a wrong gradient, a lost term of AdamW) by far more.  In
 float32 the same comparison is not this tight: see bench/drift.py."""
-import importlib.util
 import os
 
 import numpy as np
@@ -16,10 +15,8 @@ REFERENCE = os.path.join(os.path.dirname(__file__), "data", "after_20_steps_83a4
 
 
 def test_twenty_float64_steps_give_the_earlier_engines_losses_and_weights(device):
-    path = os.path.join(os.path.dirname(__file__), "..", "bench", "drift.py")
-    spec = importlib.util.spec_from_file_location("drift", path)      # bench/ stays off sys.path:
-    drift = importlib.util.module_from_spec(spec)                      # it has a sample.py of its own
-    spec.loader.exec_module(drift)
+    from conftest import bench_module
+    drift = bench_module("drift")
     from gpt.model import GPTConfig
     config = GPTConfig(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=True)
     state, batches = drift.start(config, batch_size=4, steps=20)

@@ -457,10 +457,8 @@ def test_laptop_recipe_step_kernel_count():
     written out), in at most 192 launches
     on the CPU: a replay runs runs of elementwise kernels as multi-output kernels (AdamW's m, v
     and weights in one).  A ratchet: lower it when fusion improves, never raise it quietly."""
-    import sys
-    import os
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
-    from gpt_step import kernels_per_step
+    from conftest import bench_module
+    kernels_per_step = bench_module("gpt_step").kernels_per_step
     from gpt.model import GPT, GPTConfig
     config = GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=False)
     Tensor.manual_seed(0)

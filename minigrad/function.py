@@ -164,7 +164,8 @@ class LayerNorm(Function):
     products (schedule rule 4), as are dw and db."""
     def forward(self, x, *affine, eps, has_weight, has_bias):
         D, row = x.shape[-1], (len(x.shape) - 1,)
-        mean = x.reduce(ReduceOps.SUM, row).elementwise(BinaryOps.MUL, LazyBuffer.const(1 / D, x.shape[:-1] + (1,), x.dtype, x.device))
+        total = x.reduce(ReduceOps.SUM, row)                                                  # (..., 1)
+        mean = total.elementwise(BinaryOps.MUL, const_like(total, 1 / D))
         centered = x.elementwise(BinaryOps.SUB, mean.movement(MovementOps.EXPAND, x.shape))
         var = centered.elementwise(BinaryOps.MUL, centered).reduce(ReduceOps.SUM, row)
         var = var.elementwise(BinaryOps.MUL, const_like(var, 1 / D)).elementwise(BinaryOps.ADD, const_like(var, eps))
@@ -174,9 +175,9 @@ class LayerNorm(Function):
         self.has_bias = has_bias
         out = centered.elementwise(BinaryOps.MUL, self.rstd.movement(MovementOps.EXPAND, x.shape))
         if has_weight:
-            out = out.elementwise(BinaryOps.MUL, _along_last(affine[0], x.shape))
+            out = out.elementwise(BinaryOps.MUL, _along(affine[0], x.shape, -1))
         if has_bias:
-            out = out.elementwise(BinaryOps.ADD, _along_last(affine[-1], x.shape))
+            out = out.elementwise(BinaryOps.ADD, _along(affine[-1], x.shape, -1))
         return out
 
     def backward(self, grad):
@@ -184,7 +185,7 @@ class LayerNorm(Function):
         lead = shape[:-1]
         rstd = self.rstd.movement(MovementOps.EXPAND, shape)
         x_hat = x.elementwise(BinaryOps.SUB, self.mean.movement(MovementOps.EXPAND, shape)).elementwise(BinaryOps.MUL, rstd)
-        gw = grad if self.weight is None else grad.elementwise(BinaryOps.MUL, _along_last(self.weight, shape))
+        gw = grad if self.weight is None else grad.elementwise(BinaryOps.MUL, _along(self.weight, shape, -1))
         sums = _stacked_sums([gw, gw.elementwise(BinaryOps.MUL, x_hat)], axis=len(lead))     # (2, ..., 1)
         sum_gw, sum_gwx = (sums.movement(MovementOps.SHRINK, ((k, k + 1),) + tuple((0, n) for n in lead + (1,)))
                            .movement(MovementOps.RESHAPE, lead + (1,)).movement(MovementOps.EXPAND, shape) for k in (0, 1))
@@ -203,9 +204,12 @@ class LayerNorm(Function):
         return tuple(grads)
 
 
-def _along_last(v: LazyBuffer, shape) -> LazyBuffer:
-    """A (D,) vector broadcast along the last axis of `shape`."""
-    return v.movement(MovementOps.RESHAPE, (1,) * (len(shape) - 1) + (shape[-1],)).movement(MovementOps.EXPAND, shape)
+def _along(v: LazyBuffer, shape, axis: int) -> LazyBuffer:
+    """A vector broadcast over `shape`, lying along `axis`: a (D,) weight along the last axis of
+    (B, T, D), the (N,) targets along axis 0 of (N, V)."""
+    axis %= len(shape)
+    lying = tuple(v.shape[0] if k == axis else 1 for k in range(len(shape)))
+    return v.movement(MovementOps.RESHAPE, lying).movement(MovementOps.EXPAND, shape)
 
 
 def _stacked_sums(parts, axis: int) -> LazyBuffer:
@@ -238,7 +242,7 @@ class CrossEntropy(Function):
     def forward(self, x, targets, classes, ignore_index, reduction):
         N, V = x.shape
         self.x, self.reduction = x, reduction
-        hit = _across(targets, (N, V), 0).elementwise(BinaryOps.CMPEQ, _across(classes, (N, V), 1))  # onehot(t)
+        hit = _along(targets, (N, V), 0).elementwise(BinaryOps.CMPEQ, _along(classes, (N, V), 1))  # onehot(t)
         const = lambda value, dtype=targets.dtype: LazyBuffer.const(value, (N,), dtype, x.device)  # noqa: E731
         # each use builds its own (N,) masks, so each kernel computes them inline (a shared node
         # read broadcast would get a buffer and a kernel of its own)
@@ -254,7 +258,7 @@ class CrossEntropy(Function):
         nan, zero = (LazyBuffer.const(v, (N, 1), x.dtype, x.device) for v in (math.nan, 0.0))
         rows = valid().movement(MovementOps.RESHAPE, (N, 1)).elementwise(TernaryOps.WHERE, in_range().movement(
             MovementOps.RESHAPE, (N, 1)).elementwise(TernaryOps.WHERE, self.lse, nan), zero)   # (N, 1): logsumexp, masked
-        picked = _across(valid(), (N, V), 0).elementwise(BinaryOps.MUL, hit).elementwise(
+        picked = _along(valid(), (N, V), 0).elementwise(BinaryOps.MUL, hit).elementwise(
             TernaryOps.WHERE, x, const_like(x, 0.0))                                    # x[t] where counted, else 0
         if reduction == "none":
             return rows.elementwise(BinaryOps.SUB, picked.reduce(ReduceOps.SUM, (1,))).movement(MovementOps.RESHAPE, (N,))
@@ -269,19 +273,13 @@ class CrossEntropy(Function):
     def backward(self, grad):
         shape = self.x.shape
         if self.reduction == "none":
-            g = _across(grad, shape, 0)
+            g = _along(grad, shape, 0)
         else:
             g = grad if self.reduction == "sum" else grad.elementwise(BinaryOps.DIV, self.count)
             g = g.movement(MovementOps.RESHAPE, (1, 1)).movement(MovementOps.EXPAND, shape)
         softmax = self.x.elementwise(BinaryOps.SUB, self.lse.movement(MovementOps.EXPAND, shape)).elementwise(UnaryOps.EXP)
         dx = softmax.elementwise(BinaryOps.SUB, self.hit).elementwise(BinaryOps.MUL, g)
-        return _across(self.counted, shape, 0).elementwise(TernaryOps.WHERE, dx, const_like(dx, 0.0)), None, None
-
-
-def _across(v: LazyBuffer, shape, axis: int) -> LazyBuffer:
-    """A vector broadcast over a 2-D `shape`, lying along `axis`: (N,) -> (N, V) for axis 0."""
-    return v.movement(MovementOps.RESHAPE, (v.shape[0], 1) if axis == 0 else (1, v.shape[0])) \
-        .movement(MovementOps.EXPAND, shape)
+        return _along(self.counted, shape, 0).elementwise(TernaryOps.WHERE, dx, const_like(dx, 0.0)), None, None
 
 
 class Recompute(Function):

@@ -210,9 +210,8 @@ def _decide_materialized(order: List[LazyBuffer], targets) -> set:
             elif b.op is LoadOps.CONST:
                 if src.view.mask is not None or isinstance(op, ReduceOps):
                     materialize.add(id(b))             # a padded constant is not a constant
-            else:
-                if not _readable(b, src.view, materialize, judged):
-                    materialize.add(id(b))
+            elif not _readable(b, src.view, materialize, judged):
+                materialize.add(id(b))
         reads = read_sizes.get(id(node), ())
         if is_elementwise(op) and len(reads) > 1 and not _cheap_to_recompute(node, materialize, reads):
             materialize.add(id(node))

@@ -26,21 +26,21 @@ from .. import rng
 TSM, TSN, TSK, WPTM, WPTN = 64, 64, 16, 4, 4
 
 
-def _header(kernel, input_dtypes, scalars=()) -> Tuple[str, str]:
-    """The pragma line (doubles need an extension) and the kernel's parameter list:
-    the output buffer, the input buffers, then the scalar arguments."""
-    dtypes_used = [kernel.output.dtype] + list(input_dtypes) + [n.dtype for n in walk(kernel.ast)]
-    pragma = "#pragma OPENCL EXTENSION cl_khr_fp64 : enable\n" if any(d == np.float64 for d in dtypes_used) else ""
-    params = [f"__global {c_type(kernel.output.dtype)}* restrict out"]
-    params += [f"__global const {c_type(d)}* restrict in{i}" for i, d in enumerate(input_dtypes)]
-    params += [f"const {c_type(d)} c{i}" for i, (_, d) in enumerate(scalars)]
-    return pragma, ", ".join(params)
-
-
 def _source(kernel, input_dtypes, scalars, name: str, body: List[str], attribute: str = "") -> str:
     """The complete kernel: pragma, signature, indented body."""
-    pragma, params = _header(kernel, input_dtypes, scalars)
-    return f"{pragma}{MAXNAN}__kernel {attribute}void {name}({params}) {{\n  " + "\n  ".join(body) + "\n}\n"
+    return _kernel_source([("out", kernel.output.dtype)], input_dtypes, scalars, [kernel.ast], name, body, attribute)
+
+
+def _kernel_source(outputs, input_dtypes, scalars, trees, name: str, body: List[str], attribute: str = "") -> str:
+    """A kernel writing `outputs` [(name, dtype)]: the pragma line (doubles need an extension, if
+    any buffer or node of the expression `trees` is one), the parameters (the output buffers, the
+    input buffers, then the scalar arguments) and the indented body."""
+    dtypes_used = [d for _, d in outputs] + list(input_dtypes) + [n.dtype for tree in trees for n in walk(tree)]
+    pragma = "#pragma OPENCL EXTENSION cl_khr_fp64 : enable\n" if any(d == np.float64 for d in dtypes_used) else ""
+    params = [f"__global {c_type(d)}* restrict {out}" for out, d in outputs]
+    params += [f"__global const {c_type(d)}* restrict in{i}" for i, d in enumerate(input_dtypes)]
+    params += [f"const {c_type(d)} c{i}" for i, (_, d) in enumerate(scalars)]
+    return f"{pragma}{MAXNAN}__kernel {attribute}void {name}({', '.join(params)}) {{\n  " + "\n  ".join(body) + "\n}\n"
 
 
 def _matmul_shapes(kernel):
@@ -85,13 +85,8 @@ def render_group(members, input_dtypes, name: str):
     stored = [(m, kernel.output.dtype) for m, (kernel, _, store) in enumerate(members) if store]
     body = ["const int gid = get_global_id(0);", f"if (gid >= {n}) return;"] + unravel("gid", shape, idx) + r.lines
     body += [f"out{o}[gid] = {results[m]};" for o, (m, _) in enumerate(stored)]
-    dtypes_used = [d for _, d in stored] + list(input_dtypes) + [x.dtype for root in roots for x in walk(root)]
-    pragma = "#pragma OPENCL EXTENSION cl_khr_fp64 : enable\n" if any(d == np.float64 for d in dtypes_used) else ""
-    params = [f"__global {c_type(d)}* restrict out{o}" for o, (_, d) in enumerate(stored)]
-    params += [f"__global const {c_type(d)}* restrict in{i}" for i, d in enumerate(input_dtypes)]
-    params += [f"const {c_type(d)} c{i}" for i, (_, d) in enumerate(scalars)]
-    source = f"{pragma}{MAXNAN}__kernel void {name}({', '.join(params)}) {{\n  " + "\n  ".join(body) + "\n}\n"
-    return source, (n,), None, scalars
+    outputs = [(f"out{o}", d) for o, (_, d) in enumerate(stored)]
+    return _kernel_source(outputs, input_dtypes, scalars, roots, name, body), (n,), None, scalars
 
 
 def reduce_group_size(reduced: int) -> int:
